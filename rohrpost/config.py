@@ -1,0 +1,291 @@
+"""pipeline.toml: load, validate, and report errors with file, line, key and a suggestion.
+
+Owns ``Config`` (the validated whole), the section dataclasses and ``ConfigError``. Sections
+are typed dataclasses validated by ``rohrpost.options``; each ``[[filter]]`` table is split into
+the pipeline's own keys (``use``, ``name``, ``timeout``, ``on_error``, ``when``) and the filter's
+options, which the filter's own ``Options`` dataclass validates. Relative paths are resolved
+against the configuration file's folder.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from rohrpost.options import OptionError, build_options, suggest
+from rohrpost.tomlpos import KeyLines
+
+
+class ConfigError(ValueError):
+    """One configuration error, located: ``file:line: key: message (suggestion)``."""
+
+    def __init__(self, file: str, line: int, key: str, message: str, suggestion: str = "") -> None:
+        self.file, self.line, self.key = file, line, key
+        self.message, self.suggestion = message, suggestion
+        where = f"{file}:{line}" if line else file
+        text = f"{where}: {key}: {message}" if key else f"{where}: {message}"
+        super().__init__(text + (f" ({suggestion})" if suggestion else ""))
+
+
+OnError = Literal["tempfail", "skip", "accept", "reject"]
+
+
+@dataclass(frozen=True)
+class PipelineSection:
+    """``[pipeline]``: settings that apply to the whole pipeline."""
+
+    authserv_id: str = ""
+    hostname: str = ""
+    on_error: OnError = "tempfail"
+    timeout: float = 30.0
+    var_dir: str = "/var/lib/rohrpost"
+    spam_headers: Literal["always", "spam", "never"] = "always"
+    status_header: bool = True
+    max_size: int = 50 * 1024 * 1024
+    trusted_networks: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+
+
+@dataclass(frozen=True)
+class ActionsSection:
+    """``[actions]``: score thresholds to actions, as in Rspamd (unset = never)."""
+
+    add_header: float | None = None
+    rewrite_subject: float | None = None
+    subject_tag: str = "[SPAM]"
+    quarantine: float | None = None
+    tempfail: float | None = None
+    reject: float | None = None
+    reject_message: str = "550 5.7.1 Message rejected as spam"
+    tempfail_message: str = "451 4.7.1 Try again later"
+
+
+@dataclass(frozen=True)
+class DnsSection:
+    """``[dns]``: the resolver; empty ``servers`` means the system resolver."""
+
+    servers: list[str] = field(default_factory=list)
+    timeout: float = 5.0
+    cache_size: int = 10000
+
+
+@dataclass(frozen=True)
+class StateSection:
+    """``[state]``: where greylist, rate and report state lives."""
+
+    backend: Literal["sqlite", "redis", "memory"] = "sqlite"
+    path: str = ""
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "rohrpost:"
+    timeout: float = 2.0
+
+
+@dataclass(frozen=True)
+class QuarantineSection:
+    """``[quarantine]``: the local quarantine and where released mail goes."""
+
+    dir: str = ""
+    release_to: str = ""
+    use_mta_hold: bool = False
+
+
+@dataclass(frozen=True)
+class LogSection:
+    """``[log]``: level, target and format of the log."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    target: Literal["stderr", "syslog"] = "stderr"
+    format: Literal["text", "json"] = "text"
+
+
+@dataclass(frozen=True)
+class MilterSection:
+    """``[milter]``: defaults for ``rohrpost milter``."""
+
+    socket: str = "inet:8891@127.0.0.1"
+    workers: int = 2
+    timeout: float = 60.0
+    metrics: str = ""
+
+
+@dataclass(frozen=True)
+class ServeSection:
+    """``[serve]``: defaults for ``rohrpost serve``."""
+
+    listen: str = "127.0.0.1:10025"
+    lmtp: bool = False
+    deliver: str = ""
+    max_size: int = 50 * 1024 * 1024
+    metrics: str = ""
+
+
+@dataclass(frozen=True)
+class When:
+    """``[filter.when]``: conditions; the filter runs only when all given ones hold."""
+
+    authenticated: bool | None = None
+    client_networks: list[str] = field(default_factory=list)
+    not_client_networks: list[str] = field(default_factory=list)
+    sender_domains: list[str] = field(default_factory=list)
+    recipient_domains: list[str] = field(default_factory=list)
+    max_size: int | None = None
+
+
+@dataclass(frozen=True)
+class FilterSpec:
+    """One ``[[filter]]`` entry: which filter, its pipeline settings, its raw options."""
+
+    use: str
+    name: str
+    index: int
+    timeout: float | None = None
+    on_error: OnError | None = None
+    when: When = field(default_factory=When)
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "pipeline": PipelineSection, "actions": ActionsSection, "dns": DnsSection,
+    "state": StateSection, "quarantine": QuarantineSection, "log": LogSection,
+    "milter": MilterSection, "serve": ServeSection,
+}
+_SPEC_KEYS = ("use", "name", "timeout", "on_error", "when")
+# sections owned by other parts (fetch accounts, delivery rules) are validated by their owners
+EXTRA_SECTIONS = ("fetch", "deliver", "dmarc", "dkim", "reports")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated configuration; ``raw`` keeps extra sections for their owners."""
+
+    path: str
+    pipeline: PipelineSection
+    actions: ActionsSection
+    dns: DnsSection
+    state: StateSection
+    quarantine: QuarantineSection
+    log: LogSection
+    milter: MilterSection
+    serve: ServeSection
+    filters: tuple[FilterSpec, ...]
+    raw: Mapping[str, Any]
+    lines: KeyLines
+
+    @property
+    def base_dir(self) -> str:
+        """The folder of the configuration file (relative paths are resolved against it)."""
+        return os.path.dirname(os.path.abspath(self.path)) if self.path else os.getcwd()
+
+    def resolve_path(self, path: str) -> str:
+        """``path`` made absolute relative to the configuration file's folder."""
+        return path if os.path.isabs(path) else os.path.normpath(os.path.join(self.base_dir, path))
+
+    @property
+    def var_dir(self) -> str:
+        """Where state, quarantine and spool live."""
+        return self.resolve_path(self.pipeline.var_dir)
+
+    @property
+    def quarantine_dir(self) -> str:
+        """The quarantine folder."""
+        return self.resolve_path(self.quarantine.dir or os.path.join(self.var_dir, "quarantine"))
+
+    @property
+    def hostname(self) -> str:
+        """This host's name (``[pipeline] hostname`` or the system's)."""
+        return self.pipeline.hostname or socket.gethostname()
+
+    @property
+    def authserv_id(self) -> str:
+        """The authserv-id for Authentication-Results."""
+        return self.pipeline.authserv_id or self.hostname
+
+    def error(self, key: str, message: str, suggestion: str = "") -> ConfigError:
+        """A ``ConfigError`` located at ``key`` in this file."""
+        return ConfigError(self.path or "<defaults>", self.lines.line_of(key), key, message,
+                           suggestion)
+
+
+def load_config(path: str | None) -> Config:
+    """Read and validate ``path`` (``None``: built-in defaults, no filters).
+
+    :raises ConfigError: on a syntax error or any invalid key, with file and line.
+    """
+    if path is None:
+        return parse_config("", "")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise ConfigError(path, 0, "", f"cannot read: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(path, 0, "", "not UTF-8 text") from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: str) -> Config:
+    """Validate TOML ``text`` (read from ``path``) into a ``Config``."""
+    lines = KeyLines(text)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = int(str(exc).rsplit("line ", 1)[-1].split(",")[0]) if "line " in str(exc) else 0
+        raise ConfigError(path, line, "", f"TOML syntax error: {exc}") from None
+    known = [*SECTIONS, "filter", *EXTRA_SECTIONS]
+    for key in raw:
+        if key not in known:
+            raise ConfigError(path, lines.line_of(key), key, "unknown section", suggest(key, known))
+    sections: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        table = raw.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(path, lines.line_of(name), name, "must be a table ([name])")
+        try:
+            sections[name] = build_options(cls, table, name)
+        except OptionError as exc:
+            raise ConfigError(path, lines.line_of(exc.path), exc.path, exc.message,
+                              exc.suggestion) from None
+    filters = _filter_specs(raw.get("filter", []), path, lines)
+    return Config(path=path, filters=filters, raw=raw, lines=lines, **sections)
+
+
+def _filter_specs(entries: Any, path: str, lines: KeyLines) -> tuple[FilterSpec, ...]:
+    if not isinstance(entries, list):
+        raise ConfigError(path, lines.line_of("filter"), "filter", "use [[filter]] tables")
+    specs: list[FilterSpec] = []
+    names: set[str] = set()
+    for i, entry in enumerate(entries):
+        where = f"filter[{i}]"
+        if "use" not in entry or not isinstance(entry["use"], str):
+            raise ConfigError(path, lines.line_of(where), f"{where}.use",
+                              "every [[filter]] needs use = \"NAME\"")
+        opts = {k: v for k, v in entry.items() if k not in _SPEC_KEYS}
+        try:
+            spec_fields = build_options(_SpecFields, {k: v for k, v in entry.items()
+                                                      if k in _SPEC_KEYS and k != "use"}, where)
+        except OptionError as exc:
+            raise ConfigError(path, lines.line_of(exc.path), exc.path, exc.message,
+                              exc.suggestion) from None
+        name = spec_fields.name or entry["use"]
+        if name in names:
+            raise ConfigError(path, lines.line_of(f"{where}.use"), f"{where}.name",
+                              f"two filters are called {name!r}",
+                              "give one of them name = \"...\"")
+        names.add(name)
+        specs.append(FilterSpec(use=entry["use"], name=name, index=i, timeout=spec_fields.timeout,
+                                on_error=spec_fields.on_error, when=spec_fields.when,
+                                options=opts))
+    return tuple(specs)
+
+
+@dataclass(frozen=True)
+class _SpecFields:
+    name: str = ""
+    timeout: float | None = None
+    on_error: OnError | None = None
+    when: When = field(default_factory=When)

@@ -1,0 +1,49 @@
+"""Log handlers, chosen in one place: stderr (text or JSON lines) or syslog (mail facility).
+
+Owns ``setup_logging``. Records may carry ``queue_id`` (filters log through an adapter that
+sets it); the formatter fills "-" when absent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import os
+
+
+class _Defaults(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "queue_id"):
+            record.queue_id = "-"
+        return True
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({"time": self.formatTime(record), "level": record.levelname.lower(),
+                           "logger": record.name, "queue_id": getattr(record, "queue_id", "-"),
+                           "message": record.getMessage()})
+
+
+def setup_logging(level: str = "info", target: str = "stderr", fmt: str = "text") -> None:
+    """Configure the ``rohrpost`` logger once per process (CLI entry points call this)."""
+    logger = logging.getLogger("rohrpost")
+    logger.setLevel(os.environ.get("ROHRPOST_LOG_LEVEL", level).upper())
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    handler: logging.Handler
+    if target == "syslog" and os.path.exists("/dev/log"):
+        handler = logging.handlers.SysLogHandler(
+            "/dev/log", facility=logging.handlers.SysLogHandler.LOG_MAIL)
+        handler.setFormatter(logging.Formatter("rohrpost[%(process)d]: %(message)s"))
+    else:
+        handler = logging.StreamHandler()
+        if fmt == "json":
+            handler.setFormatter(_JsonFormatter())
+        else:
+            handler.setFormatter(logging.Formatter(
+                "%(asctime)s rohrpost[%(process)d] %(levelname)s %(message)s"))
+    handler.addFilter(_Defaults())
+    logger.addHandler(handler)
+    logger.propagate = False

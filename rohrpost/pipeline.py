@@ -1,0 +1,234 @@
+"""The pipeline: filters in order, run stage by stage, with timeouts, failure policy, conditions.
+
+Owns ``Pipeline`` (built once from a ``Config``) and ``Session`` (one SMTP connection or one
+piped message: runs the filters of each stage, keeps their results, stops at a final verdict).
+Turning the results into the final verdict and header changes is ``rohrpost.policy``'s job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from rohrpost.config import Config, FilterSpec, When
+from rohrpost.envelope import Envelope, domain_of
+from rohrpost.filter import Context, Filter, Mail, Services, Stage
+from rohrpost.message import Message
+from rohrpost.options import OptionError, build_options
+from rohrpost.registry import UnknownFilterError, load_filter_class
+from rohrpost.result import Action, FilterResult, Symbol, Verdict
+
+log = logging.getLogger("rohrpost.pipeline")
+
+FAILURE_REPLIES = {
+    "tempfail": "451 4.7.1 Temporary local problem, please try again later",
+    "reject": "550 5.7.1 Message rejected: local filter failure",
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One configured filter instance with its pipeline settings."""
+
+    spec: FilterSpec
+    filter: Filter
+    timeout: float
+    on_error: str
+
+    @property
+    def name(self) -> str:
+        """The instance name (``name =`` or the filter's name)."""
+        return self.spec.name
+
+    @property
+    def stage(self) -> Stage:
+        """The stage this filter runs at."""
+        return self.filter.stage
+
+
+class Pipeline:
+    """The configured filters and the settings that govern them."""
+
+    def __init__(self, config: Config, steps: Sequence[Step]) -> None:
+        self.config = config
+        self.steps = tuple(steps)
+
+    @classmethod
+    def build(cls, config: Config, only: Sequence[Step] | None = None) -> Pipeline:
+        """Instantiate every ``[[filter]]`` with validated options.
+
+        :raises ConfigError: for an unknown filter or a bad option, located in the file.
+        """
+        if only is not None:
+            return cls(config, only)
+        steps = []
+        for spec in config.filters:
+            steps.append(make_step(config, spec, spec.options, from_text=False))
+        return cls(config, steps)
+
+    def stages(self) -> set[Stage]:
+        """The stages at which some filter runs."""
+        return {s.stage for s in self.steps}
+
+    async def aclose(self) -> None:
+        """Let filters release connections."""
+        for step in self.steps:
+            await step.filter.aclose()
+
+
+def make_step(config: Config, spec: FilterSpec, options: object, *, from_text: bool) -> Step:
+    """Build one ``Step``; errors are ``ConfigError`` located at the filter's keys."""
+    where = f"filter[{spec.index}]"
+    try:
+        cls = load_filter_class(spec.use)
+    except UnknownFilterError as exc:
+        raise config.error(f"{where}.use", str(exc)) from None
+    try:
+        opts = build_options(cls.Options, options, where, from_text=from_text)  # type: ignore[arg-type]
+        instance = cls(opts)
+    except OptionError as exc:
+        raise config.error(exc.path or where, exc.message, exc.suggestion) from None
+    timeout = spec.timeout if spec.timeout is not None else config.pipeline.timeout
+    on_error = spec.on_error or config.pipeline.on_error
+    return Step(spec, instance, timeout, on_error)
+
+
+def applies(when: When, envelope: Envelope, message: Message | None) -> bool:
+    """True when every condition in ``when`` holds for this mail."""
+    if when.authenticated is not None and when.authenticated != envelope.authenticated:
+        return False
+    if when.client_networks and not in_networks(envelope.client_ip, when.client_networks):
+        return False
+    if when.not_client_networks and in_networks(envelope.client_ip, when.not_client_networks):
+        return False
+    if when.sender_domains and not domain_matches(envelope.sender_domain, when.sender_domains):
+        return False
+    if when.recipient_domains and not any(
+        domain_matches(domain_of(r), when.recipient_domains) for r in envelope.rcpts
+    ):
+        return False
+    return not (when.max_size is not None and message is not None and message.size > when.max_size)
+
+
+def in_networks(ip: str, networks: Sequence[str]) -> bool:
+    """True when ``ip`` lies in one of ``networks`` (CIDR strings); False for no/bad IP."""
+    try:
+        addr = ipaddress.ip_address(ip.strip("[]").removeprefix("IPv6:"))
+    except ValueError:
+        return False
+    for net in networks:
+        try:
+            if addr in ipaddress.ip_network(net, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def domain_matches(domain: str, patterns: Sequence[str]) -> bool:
+    """True when ``domain`` equals a pattern or is below a ``.suffix`` pattern."""
+    domain = domain.lower()
+    for pat in patterns:
+        pat = pat.lower()
+        if domain == pat.lstrip(".") or (pat.startswith(".") and domain.endswith(pat)):
+            return True
+    return False
+
+
+@dataclass
+class StepRun:
+    """The result of one filter on one message, with its wall time."""
+
+    name: str
+    stage: Stage
+    result: FilterResult
+    ms: float
+    error: str = ""
+    rcpt: str = ""
+
+
+@dataclass
+class Session:
+    """One connection (milter, SMTP) or one piped message going through the pipeline.
+
+    Connection-level results (CONNECT, HELO) survive ``new_message``; the rest is per message.
+    """
+
+    pipeline: Pipeline
+    services: Services
+    envelope: Envelope = field(default_factory=Envelope)
+    runs: list[StepRun] = field(default_factory=list)
+    verdict: Verdict | None = None
+    rcpt_verdicts: dict[str, Verdict] = field(default_factory=dict)
+
+    def new_message(self) -> None:
+        """Forget message-level results; keep what CONNECT and HELO found."""
+        self.runs = [r for r in self.runs if r.stage <= Stage.HELO]
+        if self.verdict is not None and not any(r.result.verdict is self.verdict for r in self.runs):
+            self.verdict = None
+        self.rcpt_verdicts = {}
+
+    def context(self) -> Context:
+        """The filter context for this session (logger tagged with the queue id)."""
+        cfg = self.pipeline.config
+        adapter = logging.LoggerAdapter(log, {"queue_id": self.envelope.queue_id or "-"})
+        return Context(self.services, adapter, cfg.authserv_id, cfg.hostname,
+                       {"trusted_networks": cfg.pipeline.trusted_networks})
+
+    async def run_stage(self, stage: Stage, message: Message | None = None,
+                        rcpt: str = "") -> Verdict | None:
+        """Run the filters of ``stage``; return the verdict that stops the pipeline, if any.
+
+        At the RCPT stage a reject or tempfail applies to ``rcpt`` only and is recorded in
+        ``rcpt_verdicts``; it is returned but does not end the message.
+        """
+        if self.verdict is not None:
+            return self.verdict
+        ctx = self.context()
+        for step in self.pipeline.steps:
+            if step.stage != stage or not applies(step.spec.when, self.envelope, message):
+                continue
+            mail = Mail(self.envelope, message, [(r.name, r.result) for r in self.runs], rcpt)
+            run = await self._run_one(step, ctx, mail)
+            run.rcpt = rcpt
+            self.runs.append(run)
+            verdict = run.result.verdict
+            if verdict is None:
+                continue
+            if stage == Stage.RCPT and verdict.action in (Action.REJECT, Action.TEMPFAIL):
+                self.rcpt_verdicts[rcpt] = verdict
+                return verdict
+            self.verdict = verdict
+            return verdict
+        return None
+
+    async def _run_one(self, step: Step, ctx: Context, mail: Mail) -> StepRun:
+        start = time.perf_counter()
+        try:
+            result = await asyncio.wait_for(step.filter.check(ctx, mail), step.timeout)
+        except Exception as exc:  # noqa: BLE001 - any failure goes through the failure policy
+            ms = (time.perf_counter() - start) * 1000
+            kind = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+            ctx.log.warning("filter %s failed (%s: %s); on_error=%s", step.name, kind, exc,
+                            step.on_error)
+            return StepRun(step.name, step.stage, failure_result(step, kind), ms, f"{kind}: {exc}")
+        return StepRun(step.name, step.stage, result, (time.perf_counter() - start) * 1000)
+
+
+def failure_result(step: Step, kind: str) -> FilterResult:
+    """What a failed filter contributes, by its ``on_error`` policy."""
+    symbol = Symbol(f"{step.name.upper().replace('-', '_')}_FAILED", 0.0, f"filter failed: {kind}")
+    if step.on_error == "skip":
+        return FilterResult(symbols=[symbol])
+    if step.on_error == "accept":
+        return FilterResult(verdict=Verdict.of(Action.ACCEPT, by=step.name,
+                                               reason=f"{step.name} failed, on_error=accept"),
+                            symbols=[symbol])
+    reply = FAILURE_REPLIES.get(step.on_error, FAILURE_REPLIES["tempfail"])
+    action = Action.REJECT if step.on_error == "reject" else Action.TEMPFAIL
+    return FilterResult(verdict=Verdict.of(action, reply, f"{step.name} failed: {kind}", step.name),
+                        symbols=[symbol])

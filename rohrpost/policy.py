@@ -1,0 +1,143 @@
+"""From filter results to the final word: score thresholds, and the headers rohrpost writes.
+
+Owns ``Outcome`` and ``decide``. After the last filter, the summed score is compared with the
+``[actions]`` thresholds (Rspamd's model), and the changes that every mode applies are built:
+the filters' own changes, removal of forged copies of our headers, one Authentication-Results
+header merging every filter's results (RFC 8601), SpamAssassin-compatible X-Spam-* headers so
+existing Sieve and procmail rules keep working, our status header, and the subject tag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from rohrpost.changes import AddHeader, Change, ChangeHeader, InsertHeader, clean_header_value
+from rohrpost.config import Config
+from rohrpost.message import Message
+from rohrpost.pipeline import StepRun
+from rohrpost.result import Action, AuthResult, Symbol, Verdict
+
+STATUS_HEADER = "X-Rohrpost-Result"
+SPAM_HEADERS = ("X-Spam-Flag", "X-Spam-Status", "X-Spam-Score", "X-Spam-Level")
+
+
+@dataclass
+class Outcome:
+    """The pipeline's final word on one message."""
+
+    verdict: Verdict
+    score: float
+    symbols: list[Symbol] = field(default_factory=list)
+    auth: list[AuthResult] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    runs: list[StepRun] = field(default_factory=list)
+    is_spam: bool = False
+
+    @property
+    def action(self) -> Action:
+        """The final action."""
+        return self.verdict.action
+
+
+def decide(config: Config, runs: Sequence[StepRun], message: Message | None,
+           verdict: Verdict | None) -> Outcome:
+    """Combine filter results into the final verdict and the changes to apply."""
+    symbols = [s for r in runs for s in r.result.symbols]
+    auth = [a for r in runs for a in r.result.auth]
+    score = round(sum(s.score for s in symbols), 3)
+    acts = config.actions
+    if verdict is None:
+        verdict = _threshold_verdict(config, score)
+    out = Outcome(verdict or Verdict.of(Action.ACCEPT), score, symbols, auth, runs=list(runs))
+    out.is_spam = acts.add_header is not None and score >= acts.add_header
+    if message is None:
+        return out
+    for run in runs:
+        out.changes.extend(run.result.changes)
+    out.changes.extend(remove_forged(config, message))
+    if auth:
+        value = authentication_results(config.authserv_id, auth)
+        out.changes.append(InsertHeader(0, "Authentication-Results", value))
+    out.changes.extend(spam_headers(config, out))
+    if config.pipeline.status_header:
+        out.changes.append(AddHeader(STATUS_HEADER, status_value(out)))
+    if acts.rewrite_subject is not None and score >= acts.rewrite_subject:
+        out.changes.extend(subject_tag(message, acts.subject_tag))
+    return out
+
+
+def _threshold_verdict(config: Config, score: float) -> Verdict | None:
+    acts = config.actions
+    why = f"score {score:g}"
+    if acts.reject is not None and score >= acts.reject:
+        return Verdict.of(Action.REJECT, acts.reject_message, why, "actions")
+    if acts.tempfail is not None and score >= acts.tempfail:
+        return Verdict.of(Action.TEMPFAIL, acts.tempfail_message, why, "actions")
+    if acts.quarantine is not None and score >= acts.quarantine:
+        return Verdict.of(Action.QUARANTINE, "", why, "actions")
+    return None
+
+
+def remove_forged(config: Config, message: Message) -> list[Change]:
+    """Delete incoming copies of headers only we may write (highest occurrence first)."""
+    changes: list[Change] = []
+    names = [STATUS_HEADER] + (list(SPAM_HEADERS) if config.pipeline.spam_headers != "never" else [])
+    for name in names:
+        count = len(message.get_all(name))
+        changes.extend(ChangeHeader(name, i, None) for i in range(count, 0, -1))
+    ours = config.authserv_id.lower()
+    ar = message.get_all("Authentication-Results")
+    for i in range(len(ar), 0, -1):
+        if authserv_id_of(ar[i - 1].value).lower() == ours:
+            changes.append(ChangeHeader("Authentication-Results", i, None))
+    return changes
+
+
+def authserv_id_of(value: str) -> str:
+    """The authserv-id of an Authentication-Results value (text before the first ';')."""
+    first = value.split(";", 1)[0].strip()
+    return first.split()[0] if first else ""
+
+
+def authentication_results(authserv_id: str, results: Sequence[AuthResult]) -> str:
+    """One RFC 8601 value: ``authserv-id; method=result ...; ...``."""
+    parts = [clean_header_value(authserv_id)] + [r.render() for r in results]
+    return ";\n\t".join(parts) if len(parts) > 1 else parts[0] + "; none"
+
+
+def spam_headers(config: Config, out: Outcome) -> list[Change]:
+    """SpamAssassin-style headers: X-Spam-Flag, X-Spam-Status, X-Spam-Score, X-Spam-Level."""
+    mode = config.pipeline.spam_headers
+    if mode == "never" or (mode == "spam" and not out.is_spam):
+        return []
+    required = config.actions.add_header
+    names = ",".join(sorted({s.name for s in out.symbols})) or "none"
+    status = (f"{'Yes' if out.is_spam else 'No'}, score={out.score:.1f} "
+              f"required={required if required is not None else 0:.1f} tests={names} "
+              "autolearn=no version=rohrpost")
+    changes: list[Change] = []
+    if out.is_spam:
+        changes.append(AddHeader("X-Spam-Flag", "YES"))
+    changes.append(AddHeader("X-Spam-Status", status))
+    changes.append(AddHeader("X-Spam-Score", f"{out.score:.1f}"))
+    changes.append(AddHeader("X-Spam-Level", "*" * min(50, max(0, int(out.score)))))
+    return changes
+
+
+def status_value(out: Outcome) -> str:
+    """Our own status header: action, score and symbols with scores."""
+    syms = " ".join(f"{s.name}({s.score:g})" for s in out.symbols)
+    return f"action={out.action.value} score={out.score:g}" + (f" symbols={syms}" if syms else "")
+
+
+def subject_tag(message: Message, tag: str) -> list[Change]:
+    """Prefix the Subject with ``tag`` once (no double tagging); add a Subject if missing."""
+    tag = clean_header_value(tag)
+    subjects = message.get_all("Subject")
+    if not subjects:
+        return [AddHeader("Subject", tag)]
+    current = subjects[0].value
+    if current.startswith(tag):
+        return []
+    return [ChangeHeader("Subject", 1, f"{tag} {current}".strip())]
