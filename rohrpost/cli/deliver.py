@@ -1,0 +1,56 @@
+"""``rohrpost deliver DEST``: the delivery agents at the end of a shell pipe.
+
+Owns the deliver command: read stdin, build the envelope like the pipe commands do, deliver,
+and exit with the sysexits code of the delivery report (0, 75, 67, 69, 73, 77).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from rohrpost.cli.common import (
+    MtaCommand,
+    envelope_args,
+    envelope_options,
+    fail,
+    read_message,
+    tempfail_on_crash,
+)
+from rohrpost.envsource import EnvelopeError, envelope_for_pipe
+from rohrpost.message import Message
+from rohrpost.sysexits import EX_TEMPFAIL
+
+MAX_DELIVER_SIZE = 1 << 31
+
+
+@click.command("deliver", cls=MtaCommand)
+@click.argument("dest", metavar="DEST")
+@envelope_options
+@tempfail_on_crash
+def deliver_cmd(dest: str, **kwargs: Any) -> int:
+    """Deliver the message on stdin to DEST.
+
+    DEST: maildir:PATH, mbox:PATH, lmtp:HOST:PORT, lmtp:unix:PATH, smtp:HOST:PORT,
+    pipe:COMMAND ARG... (no shell).
+    """
+    from rohrpost.deliver import DestinationError, deliver, parse_destination
+
+    args = envelope_args(kwargs)
+    try:
+        destination = parse_destination(dest)
+    except DestinationError as exc:
+        raise click.UsageError(f"bad destination: {exc}") from None
+    raw = read_message(MAX_DELIVER_SIZE)
+    try:
+        envelope = envelope_for_pipe(args, os.environ, Message(raw))
+    except EnvelopeError as exc:
+        fail(EX_TEMPFAIL, "4.3.5", str(exc))
+    report = deliver(destination, raw, envelope)
+    for outcome in report.outcomes:
+        if outcome.reply.code >= 400:
+            click.echo(f"{outcome.reply.enhanced} {outcome.rcpt or '-'}: {outcome.reply.text}",
+                       err=True)
+    return int(report.exit_code)
