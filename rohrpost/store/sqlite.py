@@ -108,7 +108,12 @@ class SqliteStore:
             self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open state database {path}: {exc}") from exc
-        self._write(self._init_schema)
+        try:
+            self._write(self._init_schema)
+        except StoreError:
+            self._conn.close()
+            self._conn = None
+            raise
 
     def _init_schema(self, cur: sqlite3.Cursor) -> None:
         for statement in _SCHEMA:

@@ -76,7 +76,7 @@ def start_redis(directory: Path) -> RedisServer:
     """Start redis-server and wait (with a deadline) until it answers PING."""
     for _attempt in range(3):  # a free port may be taken between probing and binding
         port = free_port()
-        process = subprocess.Popen(  # noqa: S603 - fixed argv
+        process = subprocess.Popen(
             [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(directory)],
             stdout=subprocess.DEVNULL,
