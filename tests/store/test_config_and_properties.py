@@ -119,11 +119,14 @@ def test_memory_and_sqlite_agree(ops: list[tuple[object, ...]]) -> None:
         async def run() -> tuple[list[object], list[object]]:
             memory_clock, sqlite_clock = Clock(), Clock()
             memory = MemoryStore(clock=memory_clock, prefix="p:")
-            sqlite = SqliteStore(f"{tmp}/s.sqlite3", clock=sqlite_clock, prefix="p:",
-                                 synchronous="NORMAL")
+            sqlite = SqliteStore(
+                f"{tmp}/s.sqlite3", clock=sqlite_clock, prefix="p:", synchronous="NORMAL"
+            )
             try:
-                return (await _apply(memory, memory_clock, ops),
-                        await _apply(sqlite, sqlite_clock, ops))
+                return (
+                    await _apply(memory, memory_clock, ops),
+                    await _apply(sqlite, sqlite_clock, ops),
+                )
             finally:
                 await memory.close()
                 await sqlite.close()
