@@ -168,11 +168,27 @@ class Harness:
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    yield from _harness(request, tmp_path, request.param)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def clocked_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    """Backends whose expiry follows the injected clock (Redis uses its own)."""
+    yield from _harness(request, tmp_path, request.param)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def shared_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    """Backends that two store instances share (a MemoryStore is private)."""
+    yield from _harness(request, tmp_path, request.param)
+
+
+def _harness(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> Iterator[Harness]:
     clock = FakeClock()
-    if request.param == "memory":
+    if kind == "memory":
         memory = MemoryStore(clock=clock, prefix="rohrpost:")
         harness = Harness("memory", lambda: memory, clock, ttl=10.0)
-    elif request.param == "sqlite":
+    elif kind == "sqlite":
         config = {"backend": "sqlite", "path": "state/db.sqlite3", "synchronous": "normal"}
         harness = Harness(
             "sqlite", lambda: open_store(config, base_dir=str(tmp_path), clock=clock), clock, 10.0

@@ -91,9 +91,8 @@ async def test_incr_ttl_applies_on_creation(backend: Harness) -> None:
         assert await store.incr("day", ttl=ttl) == 1  # a fresh counter after expiry
 
 
-async def test_incr_ttl_is_not_extended(backend: Harness) -> None:
-    if backend.name == "redis":
-        pytest.skip("needs a fake clock; Redis is covered by test_redis_incr_keeps_pttl")
+async def test_incr_ttl_is_not_extended(clocked_backend: Harness) -> None:
+    backend = clocked_backend  # Redis: covered by test_redis_incr_keeps_pttl
     async with backend.session() as store:
         await store.incr("c", ttl=10)
         backend.clock.advance(6)
@@ -209,9 +208,8 @@ async def test_closed_store_raises(backend: Harness) -> None:
     await store.close()  # idempotent
 
 
-async def test_two_instances_share_state(backend: Harness) -> None:
-    if not backend.shared:
-        pytest.skip("a MemoryStore is private to its process")
+async def test_two_instances_share_state(shared_backend: Harness) -> None:
+    backend = shared_backend
     async with backend.session() as first:
         second = backend.open()
         assert await first.add("greylist:triplet", b"seen") is True
