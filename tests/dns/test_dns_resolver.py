@@ -68,7 +68,7 @@ def test_record_types_as_text(dns_server, resolver, rdtype, rdata, expected):
     assert answer == DnsAnswer("example.org", rdtype, (expected,), 120, False)
 
 
-def test_sync_and_async_agree(dns_server, dns_server_resolver_pair=None):
+def test_sync_and_async_agree(dns_server):
     dns_server.add("example.org", "A", "192.0.2.7")
     sync = make_resolver(dns_server).query_sync("example.org", "a")
     async_ = make_resolver(dns_server)
