@@ -7,9 +7,8 @@ pyspf shim), DKIM (through ``dkimpy_dnsfunc``), DMARC and DNSBL/URIBL filters ca
 them imports dnspython. This module must not import dkim or spf and keeps no module state:
 every cache and counter belongs to a ``Resolver`` instance.
 
-dnspython is imported lazily, when the first ``Resolver`` is built, because it costs most of
-the interpreter start-up of ``rohrpost run`` (DESIGN.md, section 4); the exception and value
-classes here are cheap to import.
+dnspython is imported lazily (when a ``Resolver`` is built): it costs most of the start-up
+of ``rohrpost run`` (DESIGN.md, section 4); the error and value classes are cheap to import.
 
 Error mapping (decided here, so every filter maps the same way):
 
@@ -46,6 +45,7 @@ __all__ = [
     "DnsTempError",
     "Resolver",
     "normalize_name",
+    "parse_server",
 ]
 
 #: Seconds a temporary or permanent *error* stays cached: long enough to spare a failing
@@ -55,8 +55,6 @@ ERROR_TTL = 2.0
 EDNS_PAYLOAD = 1232
 _MAX_NAME = 253
 _MAX_LABEL = 63
-_TEXT_TYPES = frozenset({"TXT", "SPF"})
-_TARGET_TYPES = frozenset({"CNAME", "PTR", "NS", "DNAME"})
 
 
 class DnsError(Exception):
@@ -211,13 +209,13 @@ class _Cache:
 
 def _record_text(rdata: object, rdtype: str) -> str:
     """Render one rdata as ``DnsAnswer.records`` documents."""
-    if rdtype in _TEXT_TYPES:
+    if rdtype in {"TXT", "SPF"}:
         return b"".join(rdata.strings).decode("latin-1")  # type: ignore[attr-defined]
     if rdtype in {"A", "AAAA"}:
         return str(rdata.address)  # type: ignore[attr-defined]
     if rdtype == "MX":
         return f"{rdata.preference} {rdata.exchange.to_text()}"  # type: ignore[attr-defined]
-    if rdtype in _TARGET_TYPES:
+    if rdtype in {"CNAME", "PTR", "NS", "DNAME"}:
         return str(rdata.target.to_text())  # type: ignore[attr-defined]
     return str(rdata.to_text())  # type: ignore[attr-defined]
 
@@ -231,6 +229,7 @@ class Resolver:
 
     def __init__(self, config: DnsConfig, clock: Callable[[], float] = time.monotonic) -> None:
         import dns.asyncresolver  # noqa: PLC0415 - lazy, see module docstring
+        import dns.nameserver  # noqa: PLC0415
         import dns.resolver  # noqa: PLC0415
 
         self._config = config
@@ -240,28 +239,26 @@ class Resolver:
         self._async = dns.asyncresolver.Resolver(configure=not config.servers)
         self._sync = dns.resolver.Resolver(configure=not config.servers)
         for resolver in (self._async, self._sync):
-            self._configure(resolver)
-
-    def _configure(self, resolver: dns.resolver.BaseResolver) -> None:
-        import dns.nameserver  # noqa: PLC0415
-
-        if self._config.servers:
-            resolver.nameservers = [
-                dns.nameserver.Do53Nameserver(*parse_server(s)) for s in self._config.servers
-            ]
-        resolver.timeout = self._config.timeout
-        resolver.lifetime = self._config.timeout
-        resolver.use_edns(0, 0, EDNS_PAYLOAD)
-        resolver.cache = None  # ours is shared between sync and async and bounded
-        resolver.retry_servfail = False
+            if config.servers:
+                servers = [parse_server(s) for s in config.servers]
+                resolver.nameservers = [dns.nameserver.Do53Nameserver(*s) for s in servers]
+            resolver.timeout = resolver.lifetime = config.timeout
+            resolver.use_edns(0, 0, EDNS_PAYLOAD)
+            resolver.cache = None  # ours is shared between sync and async, and bounded
+            resolver.retry_servfail = False
 
     def _count(self, key: str) -> None:
         with self._stats_lock:
             self._stats[key] += 1
 
     def _start(self, name: str | bytes, rdtype: str) -> tuple[tuple[str, str], DnsAnswer | None]:
-        """Validate the question; return the cache key and a cached answer (or raise its error)."""
-        key = (normalize_name(name), rdtype.upper())
+        """Validate the question (unknown rdtype: ValueError); return key and cached answer."""
+        import dns.rdatatype  # noqa: PLC0415
+
+        try:
+            key = (normalize_name(name), dns.rdatatype.to_text(dns.rdatatype.from_text(rdtype)))
+        except dns.rdatatype.UnknownRdatatype as exc:
+            raise ValueError(f"unknown DNS type {rdtype!r}") from exc
         cached = self._cache.get(key)
         if cached is None:
             self._count("misses")

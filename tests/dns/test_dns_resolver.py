@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+import rohrpost.dns as mod
 from rohrpost.dns import (
     DnsAnswer,
     DnsConfig,
@@ -306,3 +307,17 @@ def test_dkimpy_dnsfunc(dns_server, resolver):
     dnsfunc = resolver.dkimpy_dnsfunc()
     assert dnsfunc(b"sel._domainkey.example.org.", timeout=5) == b"v=DKIM1; k=rsa; p=AAAA"
     assert dnsfunc("nokey._domainkey.example.org.") is None
+
+
+def test_unknown_rdtype_is_a_caller_error(resolver):
+    with pytest.raises(ValueError, match="unknown DNS type"):
+        resolver.query_sync("example.org", "NOPE")
+
+
+def test_public_names_match_all():
+    assert all(hasattr(mod, name) for name in mod.__all__)
+    assert {
+        n
+        for n in dir(mod)
+        if not n.startswith("_") and getattr(getattr(mod, n), "__module__", None) == mod.__name__
+    } <= set(mod.__all__)

@@ -80,7 +80,7 @@ class TestDnsServer:
     ) -> None:
         self.host, self.port, self.delay, self.negative_ttl = host, port, delay, negative_ttl
         self._lock = threading.Lock()
-        self._data: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}
+        self._data: dict[dns.name.Name, dict[dns.rdatatype.RdataType, dns.rrset.RRset]] = {}
         self._behaviour: dict[tuple[dns.name.Name, int | None], Behaviour] = {}
         self._origins: list[dns.name.Name] = []
         self._log: list[tuple[str, str]] = []
@@ -122,7 +122,7 @@ class TestDnsServer:
                 rrset.add(self._rdata(rtype, rdata), ttl)
 
     @staticmethod
-    def _rdata(rtype: int, rdata: TxtValue) -> dns.rdata.Rdata:
+    def _rdata(rtype: dns.rdatatype.RdataType, rdata: TxtValue) -> dns.rdata.Rdata:
         if rtype in (dns.rdatatype.TXT, dns.rdatatype.SPF):
             if isinstance(rdata, str) and rdata.startswith('"'):
                 return dns.rdata.from_text(dns.rdataclass.IN, rtype, rdata)
@@ -393,7 +393,9 @@ class TestDnsServer:
         response.flags |= dns.flags.TC
         return response.to_wire()
 
-    def _resolve(self, response: dns.message.Message, qname: dns.name.Name, rtype: int) -> bool:
+    def _resolve(
+        self, response: dns.message.Message, qname: dns.name.Name, rtype: dns.rdatatype.RdataType
+    ) -> bool:
         """Fill the answer (chasing CNAMEs) or the negative SOA; True if no records answer."""
         name = qname
         for _hop in range(_MAX_CHAIN):
@@ -403,12 +405,12 @@ class TestDnsServer:
                 break
             rrset = node.get(rtype)
             if rrset is not None and len(rrset) > 0:
-                response.answer.append(rrset.copy())
+                response.answer.append(rrset.copy())  # type: ignore[no-untyped-call]
                 return False
             cname = node.get(dns.rdatatype.CNAME)
             if rtype == dns.rdatatype.CNAME or cname is None or len(cname) == 0:
                 break
-            response.answer.append(cname.copy())
+            response.answer.append(cname.copy())  # type: ignore[no-untyped-call]
             name = cname[0].target
         response.authority.append(self._soa(name))
         return True
