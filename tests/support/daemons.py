@@ -554,9 +554,8 @@ class PostfixInstance(_Managed):
         # The postfix command chdir()s into queue_directory before anything else, so it must
         # exist (root-owned, 0755); its subdirectories come from post-install below.
         self.queue_dir.mkdir(mode=0o755, exist_ok=True)
-        # `postfix start` runs `post-install create-missing` itself: queue and data directories
-        # with the right owners appear on first start.
-        self._postfix("check")
+        # `postfix start` runs `postfix-script check-fatal`, i.e. `post-install create-missing`:
+        # the queue subdirectories and data_directory get their owners on first start.
         self._postfix("start")
         self._started = True
         wait_until(lambda: read_banner(self.port, b"220"), DEFAULT_TIMEOUT,
