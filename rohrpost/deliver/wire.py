@@ -33,7 +33,10 @@ class ServerReply:
 
     @property
     def reply(self) -> Reply:
-        """As a ``Reply``; the enhanced code comes from the first line or ``X.0.0``."""
+        """As a ``Reply``; the enhanced code comes from the first line or ``X.0.0``.
+
+        Continuation lines that repeat the enhanced code (RFC 2034) lose the repetition.
+        """
         first = self.lines[0] if self.lines else ""
         m = _ENHANCED_RE.match(first)
         klass = str(self.code // 100)
@@ -41,7 +44,8 @@ class ServerReply:
             enhanced, rest = m.group(1), m.group(2)
         else:
             enhanced, rest = f"{klass}.0.0", first
-        text = " ".join([rest, *self.lines[1:]]).strip()
+        more = [line.removeprefix(enhanced).strip() for line in self.lines[1:]]
+        text = " ".join([rest, *more]).strip()
         return Reply(self.code, enhanced, text or "(no text)")
 
     @property
