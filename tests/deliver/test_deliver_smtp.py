@@ -179,6 +179,21 @@ def test_lmtp_mixed_data_replies_from_scripted_server():
     assert b"S: x\r\n\r\n..dot\r\nbody\r\n" in server.received
 
 
+@pytest.mark.parametrize(
+    ("ehlo", "mail_line"),
+    [(b"250-hi\r\n250 8BITMIME\r\n", b"MAIL FROM:<s@x> BODY=8BITMIME\r\n"),
+     (b"250 hi\r\n", b"MAIL FROM:<s@x>\r\n")],
+)
+def test_lmtp_body_8bitmime_only_when_offered(ehlo, mail_line):
+    server = Scripted(b"220 lmtp\r\n", [ehlo, b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n",
+                                         b"221 bye\r\n"], after_data=[b"250 2.0.0 ok\r\n"])
+    report = deliver(server.dest("lmtp"), "S: \u00e4\n\nb\n".encode(),
+                     Envelope(mail_from="s@x", rcpts=("a@y",)), timeout=10)
+    assert report.ok, report.summary
+    assert mail_line in server.received
+    assert "S: \u00e4\r\n\r\nb\r\n".encode() in server.received
+
+
 def test_garbage_reply_is_temporary():
     server = Scripted(b"220 hi\r\n", [b"this is not smtp\r\n"])
     report = deliver(server.dest("smtp"), MSG, Envelope(mail_from="s@x", rcpts=("a@y",)),
