@@ -8,8 +8,10 @@ from rohrpost.deliver import (
     Destination,
     DestinationError,
     RcptOutcome,
+    deliver,
     parse_destination,
 )
+from rohrpost.envelope import Envelope
 from rohrpost.result import Reply
 
 
@@ -108,3 +110,12 @@ def test_empty_report_is_temporary():
     report = DeliveryReport((), "nothing")
     assert not report.ok
     assert report.exit_code == 75
+
+
+def test_unexpected_error_becomes_tempfail_not_bounce():
+    report = deliver(Destination("bogus"), b"x\n", Envelope(rcpts=("a@x", "b@x")))
+    assert [(o.rcpt, o.reply.code, o.reply.enhanced) for o in report.outcomes] == [
+        ("a@x", 451, "4.3.0"), ("b@x", 451, "4.3.0")]
+    assert report.exit_code == 75
+    assert report.outcomes[0].reply.text.startswith("internal error while delivering")
+    assert "internal error" in report.detail
