@@ -109,4 +109,5 @@ class ChangeSender:
     address: str
 
 
-Change = AddHeader | InsertHeader | ChangeHeader | ReplaceBody | AddRecipient | DeleteRecipient | ChangeSender
+Change = (AddHeader | InsertHeader | ChangeHeader | ReplaceBody | AddRecipient | DeleteRecipient
+          | ChangeSender)

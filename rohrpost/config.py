@@ -10,6 +10,7 @@ against the configuration file's folder.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Mapping
@@ -176,7 +177,7 @@ class Config:
 
     @property
     def base_dir(self) -> str:
-        """The folder of the configuration file (relative paths are resolved against it)."""
+        """Folder of the configuration file (relative paths are resolved against it)."""
         return os.path.dirname(os.path.abspath(self.path)) if self.path else os.getcwd()
 
     def resolve_path(self, path: str) -> str:
@@ -195,7 +196,7 @@ class Config:
 
     @property
     def hostname(self) -> str:
-        """This host's name (``[pipeline] hostname`` or the system's)."""
+        """Name of this host (``[pipeline] hostname`` or the system's)."""
         return self.pipeline.hostname or socket.gethostname()
 
     @property
@@ -234,7 +235,8 @@ def parse_config(text: str, path: str) -> Config:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = int(str(exc).rsplit("line ", 1)[-1].split(",")[0]) if "line " in str(exc) else 0
+        found = re.search(r"at line (\d+)", str(exc))
+        line = int(found.group(1)) if found else max(1, len(text.splitlines()))
         raise ConfigError(path, line, "", f"TOML syntax error: {exc}") from None
     known = [*SECTIONS, "filter", *EXTRA_SECTIONS]
     for key in raw:

@@ -82,7 +82,8 @@ def _threshold_verdict(config: Config, score: float) -> Verdict | None:
 def remove_forged(config: Config, message: Message) -> list[Change]:
     """Delete incoming copies of headers only we may write (highest occurrence first)."""
     changes: list[Change] = []
-    names = [STATUS_HEADER] + (list(SPAM_HEADERS) if config.pipeline.spam_headers != "never" else [])
+    spam = list(SPAM_HEADERS) if config.pipeline.spam_headers != "never" else []
+    names = [STATUS_HEADER, *spam]
     for name in names:
         count = len(message.get_all(name))
         changes.extend(ChangeHeader(name, i, None) for i in range(count, 0, -1))
