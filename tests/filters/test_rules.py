@@ -339,11 +339,12 @@ HEADER_TEXT = st.one_of(st.text(alphabet=st.sampled_from(SPECIAL), max_size=80),
 def test_property_no_crash_no_extra_header(value: str, incoming: str) -> None:
     safe_incoming = incoming.replace("\r", " ").replace("\n", " ")
     msg = Message(b"From: a@example.org\nSubject: " + safe_incoming.encode() + b"\n\nbody\n")
+    template = value.replace("{", "{{").replace("}", "}}") + " {rule} {score}"
     flt = make_filter("rules", rule=[
         {"name": "SUBJ", "header": "Subject", "regex": ".", "score": 1.0,
-         "add_header": {"name": "X-Rule", "value": value.replace("{", "{{").replace("}", "}}")}},
+         "add_header": {"name": "X-Rule", "value": template}},
         {"name": "ANY", "header": "Subject", "contains": incoming[:5] or "x", "stop": True,
-         "change_header": {"name": "Subject", "value": value.replace("{", "(")}},
+         "change_header": {"name": "Subject", "value": template}},
     ])
     res = run_filter(flt, msg)
     new, _env = apply_changes(msg, Envelope(), res.changes)
