@@ -44,6 +44,7 @@ _HEADER_TESTS = ("regex", "equals", "contains", "exists", "count_min", "count_ma
 _ACTIONS = ("score", "action", "add_header", "remove_header", "change_header", "add_recipient",
             "delete_recipient", "redirect", "stop")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+ActionName = Literal["reject", "tempfail", "discard", "quarantine", "accept"]
 
 
 def _h(text: str) -> dict[str, str]:
@@ -76,13 +77,13 @@ class Rule:
     size_under: int | None = field(default=None, metadata=_h("message smaller than (bytes)"))
     negate: bool = field(default=False, metadata=_h("written `not = true`: negate the rule"))
     score: float | None = field(default=None, metadata=_h("score of the symbol NAME"))
-    action: Literal["reject", "tempfail", "discard", "quarantine", "accept"] | None = None
+    action: ActionName | None = field(default=None, metadata=_h("final action; first wins"))
     message: str = field(default="", metadata=_h("reply line, e.g. '550 5.7.1 text'"))
-    add_header: HeaderValue | None = None
+    add_header: HeaderValue | None = field(default=None, metadata=_h("{name, value} to add"))
     remove_header: str = field(default="", metadata=_h("delete every occurrence"))
-    change_header: HeaderValue | None = None
-    add_recipient: str = ""
-    delete_recipient: str = ""
+    change_header: HeaderValue | None = field(default=None, metadata=_h("set first {name}"))
+    add_recipient: str = field(default="", metadata=_h("add this envelope recipient"))
+    delete_recipient: str = field(default="", metadata=_h("remove this envelope recipient"))
     redirect: str = field(default="", metadata=_h("replace all recipients with this one"))
     stop: bool = field(default=False, metadata=_h("evaluate no further rules after a match"))
     # compiled at load by __post_init__ (not options: init=False)
