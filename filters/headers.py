@@ -10,6 +10,7 @@ intended). Deletions address occurrences highest first, so each index stays vali
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal
 
 from rohrpost.changes import Change, check_header_name, delete_header
@@ -23,8 +24,8 @@ DEFAULT_REMOVE = ("X-Spam-Flag", "X-Spam-Status", "X-Spam-Score", "X-Spam-Level"
 # RFC 5322 section 3.6: fields that may occur at most once
 SINGLETONS = ("Date", "From", "Sender", "Reply-To", "To", "Cc", "Bcc", "Message-ID",
               "In-Reply-To", "References", "Subject")
-DEFAULT_MESSAGES = {"reject": "552 5.6.0 Headers too large",
-                    "tempfail": "452 4.6.0 Headers too large"}
+DEFAULT_MESSAGES = MappingProxyType({"reject": "552 5.6.0 Headers too large",
+                                     "tempfail": "452 4.6.0 Headers too large"})
 
 
 def _h(text: str) -> dict[str, str]:

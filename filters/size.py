@@ -10,6 +10,7 @@ MTA's own limit (Postfix ``message_size_limit``) is what refuses oversized mail 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal
 
 from rohrpost.filter import Context, Filter, Mail, Stage
@@ -17,10 +18,10 @@ from rohrpost.result import Action, FilterResult, Symbol, Verdict
 
 # Postfix's default message_size_limit, so an unconfigured filter agrees with an unconfigured MTA
 DEFAULT_MAX_SIZE = 10_240_000
-DEFAULT_MESSAGES = {
+DEFAULT_MESSAGES = MappingProxyType({
     "reject": "552 5.3.4 Message size exceeds fixed limit",
     "tempfail": "452 4.3.4 Message size exceeds fixed limit",
-}
+})
 
 
 @dataclass(frozen=True)
