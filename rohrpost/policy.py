@@ -55,7 +55,15 @@ def decide(config: Config, runs: Sequence[StepRun], message: Message | None,
         return out
     for run in runs:
         out.changes.extend(run.result.changes)
-    out.changes.extend(remove_forged(config, message))
+    # count forged copies in the message as the filters' changes leave it, so that a header a
+    # filter already removed is not counted again (the n-th-occurrence rule of apply.py)
+    current = message
+    if out.changes:
+        from rohrpost.apply import apply_changes
+        from rohrpost.envelope import Envelope
+
+        current, _env = apply_changes(message, Envelope(), out.changes)
+    out.changes.extend(remove_forged(config, current))
     if auth:
         value = authentication_results(config.authserv_id, auth)
         out.changes.append(InsertHeader(0, "Authentication-Results", value))

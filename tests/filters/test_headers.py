@@ -81,9 +81,6 @@ def test_through_pipeline_bytes() -> None:
     assert ars == ["other.example; dkim=pass"]
 
 
-@pytest.mark.xfail(strict=True, reason="core: policy.remove_forged deletes A-R by the original "
-                   "occurrence numbers after this filter already deleted ours, so the next "
-                   "A-R (someone else's) is deleted too")
 def test_foreign_auth_results_survive_overlap_with_policy() -> None:
     msg = message("Authentication-Results: mx.example.net; spf=pass",
                   "Authentication-Results: upstream.example; dkim=pass",
