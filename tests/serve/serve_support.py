@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import smtplib
 import socket
@@ -62,6 +63,8 @@ class Catcher:
         if self.data_reply.startswith("250"):
             self.received.append((envelope.mail_from, list(envelope.rcpt_tos),
                                   envelope.original_content))
+        if isinstance(server, LMTP):  # LMTP: one reply per accepted recipient
+            return "\r\n".join([self.data_reply] * len(envelope.rcpt_tos))
         return self.data_reply
 
 
@@ -157,8 +160,7 @@ def lmtp_transaction(port: int, sender: str, rcpts: list[str], msg: bytes,
         if accepted:
             code, text = client.docmd("DATA")
             assert code == 354, (code, text)
-            payload = smtplib._fix_eols(msg)
-            payload = smtplib._quote_periods(payload)
+            payload = re.sub(rb"(?m)^\.", b"..", msg)  # dot-stuffing; msg is CRLF already
             if not payload.endswith(b"\r\n"):
                 payload += b"\r\n"
             client.send(payload + b".\r\n")
