@@ -150,7 +150,8 @@ class Conversation:
     async def mail(self, address: str, params: list[str]) -> tuple[bool, str]:
         """MAIL FROM: (re)build the session, run the MAIL filters; True when accepted."""
         if self.shared.shutting_down:
-            self.close_transport()
+            # close once the 421 is written (the adapter writes it before its next await)
+            asyncio.get_running_loop().call_soon(self.close_transport)
             return False, replies.SHUTTING_DOWN
         if self.session is None or self.trusted:
             self.session = await self._connect_session()

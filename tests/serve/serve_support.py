@@ -93,6 +93,7 @@ class ServeProcess:
         self.lines: list[str] = []
         self.port = 0
         self._ready = threading.Event()
+        self._changed = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -100,7 +101,9 @@ class ServeProcess:
         assert self.proc.stderr is not None
         for raw in self.proc.stderr:
             line = raw.decode("utf-8", "replace").rstrip("\n")
-            self.lines.append(line)
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
             if line.startswith(READY):
                 self.port = int(line.rsplit(":", 1)[1])
                 self._ready.set()
@@ -111,6 +114,16 @@ class ServeProcess:
             self.proc.kill()
             raise AssertionError("serve did not become ready:\n" + "\n".join(self.lines))
         return self
+
+    def wait_for_line(self, text: str, timeout: float = 30.0) -> str:
+        """Block until a stderr line contains ``text`` (a ready signal, not a sleep)."""
+        with self._changed:
+            found = self._changed.wait_for(
+                lambda: any(text in line for line in self.lines) or self.proc.poll() is not None,
+                timeout)
+            hit = [line for line in self.lines if text in line]
+        assert found and hit, f"no line with {text!r}:\n" + self.stderr()
+        return hit[0]
 
     def stderr(self) -> str:
         return "\n".join(self.lines)

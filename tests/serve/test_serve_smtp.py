@@ -1,5 +1,6 @@
-"""rohrpost serve in SMTP (content_filter) mode: a real subprocess, smtplib, an aiosmtpd next hop."""
+"""rohrpost serve in SMTP (content_filter) mode: a real subprocess, smtplib, aiosmtpd next hop."""
 
+import importlib.util
 import json
 import os
 import smtplib
@@ -45,7 +46,7 @@ def test_headers_added_body_bytes_exact(serve, catcher):
     assert send(srv.port, message(body=BODY_8BIT, extra=forged),
                 rcpts=["bob@example.net", "carol@example.net"],
                 mail_options=["BODY=8BITMIME"]) == {}
-    [(sender, rcpts, raw)] = handler.received
+    [(_sender, rcpts, raw)] = handler.received
     assert rcpts == ["bob@example.net", "carol@example.net"]
     assert body_of(raw) == BODY_8BIT
     head = headers_of(raw)
@@ -76,7 +77,7 @@ def test_bare_lf_is_accepted_and_passed_on_in_wire_form(serve, catcher):
 
 
 def test_reply_after_delivery_carries_next_hop_queue_id(serve, catcher):
-    handler, port = catcher()
+    _handler, port = catcher()
     srv = serve("--deliver", f"smtp:127.0.0.1:{port}")
     with smtplib.SMTP("127.0.0.1", srv.port) as client:
         client.ehlo()
@@ -84,7 +85,7 @@ def test_reply_after_delivery_carries_next_hop_queue_id(serve, catcher):
         client.rcpt("bob@example.net")
         code, text = client.data(message())
     assert code == 250 and b"queued as CATCH1" in text
-    line = next(l for l in srv.lines if " mode=serve " in l)
+    line = next(ln for ln in srv.lines if " mode=serve " in ln)
     assert "action=accept" in line and "client=127.0.0.1" in line
 
 
@@ -97,7 +98,7 @@ def test_next_hop_tempfail_gives_4xx_and_nothing_is_acknowledged(serve, catcher,
     assert err.value.smtp_code == 451
     assert err.value.smtp_error.startswith(b"4.3.0")
     assert handler.received == []
-    assert any("delivery to smtp:" in l and "not completed" in l for l in srv.lines)
+    assert any("delivery to smtp:" in ln and "not completed" in ln for ln in srv.lines)
 
 
 def test_next_hop_down_gives_4xx(serve):
@@ -108,7 +109,7 @@ def test_next_hop_down_gives_4xx(serve):
 
 
 def test_next_hop_rejects_every_recipient_gives_5xx(serve, catcher):
-    handler, port = catcher()
+    _handler, port = catcher()
     srv = serve("--deliver", f"smtp:127.0.0.1:{port}")
     with pytest.raises(smtplib.SMTPDataError) as err:
         send(srv.port, message(), rcpts=["unknown@example.net"])
@@ -126,7 +127,7 @@ def test_next_hop_defers_one_recipient_defers_the_whole_message(serve, catcher):
 
 
 def test_next_hop_mixed_permanent_failure_is_5xx_not_silent(serve, catcher):
-    handler, port = catcher()
+    _handler, port = catcher()
     srv = serve("--deliver", f"smtp:127.0.0.1:{port}")
     with pytest.raises(smtplib.SMTPDataError) as err:
         send(srv.port, message(), rcpts=["bob@example.net", "unknown@example.net"])
@@ -154,7 +155,7 @@ def test_discard_answers_250_and_delivers_nothing(serve, catcher):
     srv = serve("--deliver", f"smtp:127.0.0.1:{port}")
     assert send(srv.port, message(subject="discard me")) == {}
     assert handler.received == []
-    assert any("action=discard" in l for l in srv.lines)
+    assert any("action=discard" in ln for ln in srv.lines)
 
 
 def test_quarantine_stores_durably_then_250(serve, catcher, tmp_path):
@@ -217,12 +218,12 @@ def test_xforward_gives_filters_the_original_client(serve, catcher):
     assert b"smtp.client=192.0.2.7" in first
     assert b"client=127.0.0.1 name=- helo=postfix.local" in second
     assert b"client=2001:db8::5 name=- helo=postfix.local" in third
-    line = next(l for l in srv.lines if "4QxyZ1 mode=serve" in l)
+    line = next(ln for ln in srv.lines if "4QxyZ1 mode=serve" in ln)
     assert "client=192.0.2.7" in line and "client_ip=xforward" in line
 
 
 def test_xforward_client_runs_connect_stage_per_transaction(serve, catcher):
-    handler, port = catcher()
+    _handler, port = catcher()
     srv = serve("--deliver", f"smtp:127.0.0.1:{port}")
     with smtplib.SMTP("127.0.0.1", srv.port) as client:
         client.ehlo("postfix.local")
@@ -309,7 +310,14 @@ def test_sigterm_lets_open_transaction_finish(serve, catcher):
     client.ehlo()
     client.mail("alice@example.org")
     client.rcpt("bob@example.net")
+    idle = smtplib.SMTP("127.0.0.1", srv.port)
+    idle.ehlo()
     srv.proc.terminate()
+    srv.wait_for_line("shutting down")
+    # while shutting down, a new transaction is refused with 421 and the connection closed
+    assert idle.mail("alice@example.org") == (421, b"4.3.2 Service shutting down, closing "
+                                                   b"transmission channel")
+    idle.close()
     # the open transaction still completes and is answered after delivery
     code, _text = client.data(message())
     assert code == 250
@@ -324,6 +332,14 @@ def test_bad_destination_and_listen_exit_78(serve, catcher):
     assert "configuration error" in srv.stderr()
     srv = serve("--deliver", "maildir:/tmp/x", "--listen", "nonsense", ready=False)
     assert srv.proc.wait(30) == 78
+
+
+def test_metrics_without_metrics_module_fails_clearly(serve, catcher):
+    if importlib.util.find_spec("rohrpost.metrics") is not None:
+        pytest.skip("rohrpost.metrics is present; covered by a metrics test instead")
+    srv = serve("--deliver", "maildir:/tmp/x", "--metrics", "127.0.0.1:0", ready=False)
+    assert srv.proc.wait(30) == 78
+    assert "no rohrpost.metrics module" in srv.stderr()
 
 
 def test_pipeline_config_is_used(serve, catcher):

@@ -41,7 +41,8 @@ class ServeProbe(Filter):
         return FilterResult(verdict=verdict,
                             symbols=[Symbol("SERVE_PROBE", self.options.score, "probe")],
                             changes=[AddHeader("X-Serve-Probe", seen)],
-                            auth=[AuthResult("x-probe", "pass", props=(("smtp.client", env.client_ip),))])
+                            auth=[AuthResult("x-probe", "pass",
+                                             props=(("smtp.client", env.client_ip),))])
 
 
 FILTER = ServeProbe
