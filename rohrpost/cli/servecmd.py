@@ -62,11 +62,11 @@ def serve_cmd(*, config_path: str | None, listen: str | None, lmtp: bool | None,
     recipient. The client gets 250 only after the destination accepted the message.
     """
     # imported here, not at the top: ``rohrpost --help`` must not pay for them (PLC0415)
-    from rohrpost.deliver import DestinationError, parse_destination  # noqa: PLC0415
-    from rohrpost.logsetup import setup_logging  # noqa: PLC0415
-    from rohrpost.pipeline import Pipeline  # noqa: PLC0415
-    from rohrpost.services import make_services  # noqa: PLC0415
-    from rohrpost.smtpd import ServeOptions, parse_hostport, serve  # noqa: PLC0415
+    from rohrpost.deliver import DestinationError, parse_destination
+    from rohrpost.logsetup import setup_logging
+    from rohrpost.pipeline import Pipeline
+    from rohrpost.services import make_services
+    from rohrpost.smtpd import ServeOptions, parse_hostport, serve
 
     config = load_or_exit(config_path, mta_facing=False)
     section = config.serve
@@ -83,7 +83,7 @@ def serve_cmd(*, config_path: str | None, listen: str | None, lmtp: bool | None,
     metrics_listen = metrics if metrics is not None else section.metrics
     if metrics_listen:
         try:
-            import rohrpost.metrics  # type: ignore[import-not-found,unused-ignore]  # noqa: F401, PLC0415
+            import rohrpost.metrics  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
         except ImportError:
             fail(EX_CONFIG, "", "--metrics: this installation has no rohrpost.metrics module")
     options = ServeOptions(

@@ -160,7 +160,7 @@ async def serve(config: Config, pipeline: Pipeline, services: Services, *, optio
     stop_metrics: Any = None
     if metrics_listen:
         # lazy: only with --metrics (PLC0415); the module comes from the milter branch
-        from rohrpost.metrics import (  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+        from rohrpost.metrics import (  # type: ignore[import-not-found,unused-ignore]
             Metrics,
             serve_metrics,
         )
