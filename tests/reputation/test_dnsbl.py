@@ -7,6 +7,7 @@ import logging
 import time
 
 import pytest
+from rohrpost.filters._dnslists import reverse_ip
 
 from rohrpost import runner
 from rohrpost.config import parse_config
@@ -16,7 +17,6 @@ from rohrpost.options import OptionError
 from rohrpost.pipeline import Pipeline
 from rohrpost.result import Action
 from rohrpost.services import make_services as services_from_config
-from rohrpost.filters._dnslists import reverse_ip
 from tests.reputation.conftest import make_context, make_filter, make_services, run_check
 from tests.support.dnsserver import TestDnsServer
 
@@ -32,7 +32,7 @@ ZEN = {
 }
 
 
-def dnsbl(**options: object):  # noqa: ANN201
+def dnsbl(**options: object):
     options.setdefault("list", [ZEN])
     options.setdefault("skip_private", False)
     return make_filter("dnsbl", **options)
@@ -42,7 +42,7 @@ def env(ip: str) -> Envelope:
     return Envelope(client_ip=ip, helo="client.example.org")
 
 
-async def check(server: TestDnsServer, flt, ip: str, dns_timeout: float = 1.0):  # noqa: ANN001, ANN201
+async def check(server: TestDnsServer, flt, ip: str, dns_timeout: float = 1.0):
     ctx = make_context(make_services(server=server, dns_timeout=dns_timeout))
     return await run_check(flt, ctx, env(ip))
 

@@ -28,7 +28,7 @@ SBL = {"zone": "sbl.test", "type": "ip", "codes": {"127.0.0.2": {"symbol": "URIB
 ENV = Envelope(client_ip="192.0.2.1", mail_from="a@example.org", rcpts=("b@example.net",))
 
 
-def uribl(**options: object):  # noqa: ANN201
+def uribl(**options: object):
     options.setdefault("list", [MULTI, DBL, SBL])
     return make_filter("uribl", **options)
 
@@ -40,7 +40,7 @@ def msg(body: str, *headers: str, html: bool = False) -> Message:
     return Message(f"{head}\n\n{body}\n".encode())
 
 
-async def check(server: TestDnsServer, flt, message: Message, dns_timeout: float = 1.0):  # noqa: ANN001, ANN201
+async def check(server: TestDnsServer, flt, message: Message, dns_timeout: float = 1.0):
     ctx = make_context(make_services(server=server, dns_timeout=dns_timeout))
     return await run_check(flt, ctx, ENV, message=message)
 

@@ -7,8 +7,6 @@ from html import escape
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from rohrpost.message import Message
 from rohrpost.filters._psl import PublicSuffixList
 from rohrpost.filters._urls import (
     extract_hosts,
@@ -17,6 +15,8 @@ from rohrpost.filters._urls import (
     message_hosts,
     normalize_host,
 )
+
+from rohrpost.message import Message
 
 PSL = PublicSuffixList.load()
 
