@@ -54,20 +54,24 @@ class GreylistOptions:
         "help": "days a whitelisted network stays whitelisted after its last pass"})
     ipv4_prefix: int = field(default=24, metadata={"help": "IPv4 client network size"})
     ipv6_prefix: int = field(default=64, metadata={"help": "IPv6 client network size"})
-    exempt_authenticated: bool = True
+    exempt_authenticated: bool = field(default=True, metadata={
+        "help": "never greylist SMTP AUTH clients"})
     exempt_trusted: bool = field(default=True, metadata={
         "help": "exempt [pipeline] trusted_networks"})
-    exempt_networks: list[str] = field(default_factory=list)
+    exempt_networks: list[str] = field(default_factory=list, metadata={
+        "help": "client networks (CIDR) never greylisted"})
     exempt_senders: list[str] = field(default_factory=list, metadata={
         "help": "addresses, user@ or @domain (.domain: subdomains too)"})
     exempt_recipients: list[str] = field(default_factory=list, metadata={
         "help": "addresses, user@ or @domain (.domain: subdomains too), e.g. postmaster@"})
-    spf_pass_domains: list[str] = field(default_factory=list)
+    spf_pass_domains: list[str] = field(default_factory=list, metadata={
+        "help": "exempt when SPF passed for these MAIL FROM domains (spf filter first)"})
     dkim_pass_domains: list[str] = field(default_factory=list, metadata={
         "help": "needs stage = \"eom\""})
     fold_digits: bool = field(default=True, metadata={
         "help": "fold digit runs in sender local parts (VERP, bounce addresses)"})
-    stage: Literal["rcpt", "eom"] = "rcpt"
+    stage: Literal["rcpt", "eom"] = field(default="rcpt", metadata={
+        "help": "rcpt: per recipient at RCPT TO; eom: whole message after DATA"})
     message: str = field(default=DEFAULT_MESSAGE, metadata={"help": "{seconds} is filled in"})
 
     def __post_init__(self) -> None:

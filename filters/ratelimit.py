@@ -38,8 +38,10 @@ class Bucket:
     key: KeyKind = field(metadata={"help": "auth_user | sender | client_ip | recipient_domain"})
     limit: int = field(metadata={"help": "most messages or recipients inside the window"})
     window: int = field(default=3600, metadata={"help": "window length in seconds"})
-    count: Literal["messages", "recipients"] = "messages"
-    action: Literal["tempfail", "reject", "score"] = "tempfail"
+    count: Literal["messages", "recipients"] = field(default="messages", metadata={
+        "help": "what is counted"})
+    action: Literal["tempfail", "reject", "score"] = field(default="tempfail", metadata={
+        "help": "when over the limit: tempfail, reject, or add a score"})
     score: float = field(default=5.0, metadata={"help": "score when action = \"score\""})
     symbol: str = field(default="", metadata={"help": "default RATELIMIT_<KEY>"})
     message: str = field(default="", metadata={"help": "reply line for tempfail/reject"})
@@ -76,7 +78,8 @@ class RatelimitOptions:
 
     bucket: builtins.list[Bucket] = field(default_factory=builtins.list, metadata={
         "help": "[[filter.bucket]] entries"})
-    stage: Literal["rcpt", "eom"] = "rcpt"
+    stage: Literal["rcpt", "eom"] = field(default="rcpt", metadata={
+        "help": "rcpt: count and refuse per recipient; eom: per message"})
     ipv6_prefix: int = field(default=64, metadata={
         "help": "client_ip: IPv6 clients are counted per network of this size"})
 
