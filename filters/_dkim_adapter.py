@@ -486,8 +486,11 @@ def arc_verify(raw: bytes, lookup: TxtLookup, min_rsa_bits: int = 1024) -> ArcRe
 
 
 def arc_seal(raw: bytes, *, domain: str, selector: str, key: PrivateKey, srv_id: str,
-             timestamp: int, headers: Sequence[str] | None = None) -> list[tuple[str, str]]:
+             timestamp: int, headers: Sequence[str] | None = None,
+             standardize: bool = False) -> list[tuple[str, str]]:
     """Compute an ARC set for ``raw`` (which must carry our Authentication-Results on top).
+
+    ``standardize`` gives the ARC test suite's canonical tag layout (for its vectors only).
 
     :returns: [(name, value)] for ARC-Seal, ARC-Message-Signature, ARC-Authentication-Results
         in the order they go on top of the message; [] when dkimpy says the chain ended.
@@ -500,7 +503,7 @@ def arc_seal(raw: bytes, *, domain: str, selector: str, key: PrivateKey, srv_id:
     include = [h.encode() for h in headers] if headers else None
     try:
         lines = arc.sign(selector.encode(), domain.encode(), key.pem, srv_id.encode(),
-                         include_headers=include, timestamp=timestamp)
+                         include_headers=include, timestamp=timestamp, standardize=standardize)
     except dkim.DKIMException as exc:
         raise DkimKeyError(f"cannot seal: {exc}") from None
     out = []
