@@ -409,6 +409,32 @@ def _h_value(names: Sequence[str]) -> str:
     return out
 
 
+def body_hash(parsed: tuple[list[list[bytes]], bytes], canon: str = "relaxed/relaxed") -> str:
+    """Return the base64 ``bh=`` of the parsed message's body under ``canon``."""
+    policy = CanonicalizationPolicy.from_c_value(canon.encode())
+    return base64.b64encode(hashlib.sha256(policy.canonicalize_body(parsed[1])).digest()).decode()
+
+
+def compute_b(parsed: tuple[list[list[bytes]], bytes], key: PrivateKey, *, canon: str,
+              value: bytes, include: Sequence[str]) -> str:
+    """Return the base64 ``b=`` for a DKIM-Signature whose value is ``value``.
+
+    ``value`` is the header value as it will be emitted (any ``b=`` content is ignored, as
+    RFC 6376 3.7 says); ``include`` the h= names in order. Used by ``sign_dkim`` and by the
+    conformance tests that recompute published signatures byte for byte.
+    """
+    policy = CanonicalizationPolicy.from_c_value(canon.encode())
+    hasher = hashlib.sha256()
+    names = [h.strip().lower().encode() for h in include]
+    dkim.hash_headers(hasher, policy, policy.canonicalize_headers(parsed[0]), names,
+                      (b"DKIM-Signature", value), None)
+    if key.kind == "rsa":
+        signature = dkim.crypto.RSASSA_PKCS1_v1_5_sign(hasher, key.key)
+    else:
+        signature = key.key.sign(hasher.digest()).signature
+    return base64.b64encode(bytes(signature)).decode()
+
+
 def sign_dkim(parsed: tuple[list[list[bytes]], bytes], *, domain: str, selector: str,
               key: PrivateKey, headers: Sequence[str], timestamp: int,
               expire: int | None = None) -> str:
@@ -418,24 +444,14 @@ def sign_dkim(parsed: tuple[list[list[bytes]], bytes], *, domain: str, selector:
     only where RFC 6376 allows folding white space, so any refolding keeps it valid under
     relaxed header canonicalization; ``b=`` is the last tag.
     """
-    canon = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
-    msg_headers, body = parsed
-    bh = base64.b64encode(hashlib.sha256(canon.canonicalize_body(body)).digest()).decode()
     tags = [("v", "1"), ("a", key.algorithm), ("c", "relaxed/relaxed"), ("d", domain),
             ("s", selector), ("t", str(timestamp))]
     if expire is not None:
         tags.append(("x", str(expire)))
-    tags += [("h", _h_value(headers)), ("bh", bh), ("b", "")]
+    tags += [("h", _h_value(headers)), ("bh", body_hash(parsed)), ("b", "")]
     unsigned = "; ".join(f"{k}={v}" for k, v in tags)
-    hasher = hashlib.sha256()
-    include = [h.lower().encode() for h in headers]
-    dkim.hash_headers(hasher, canon, canon.canonicalize_headers(msg_headers), include,
-                      (b"DKIM-Signature", b" " + unsigned.encode()), None)
-    if key.kind == "rsa":
-        signature = dkim.crypto.RSASSA_PKCS1_v1_5_sign(hasher, key.key)
-    else:
-        signature = key.key.sign(hasher.digest()).signature
-    b64 = base64.b64encode(bytes(signature)).decode()
+    b64 = compute_b(parsed, key, canon="relaxed/relaxed", value=b" " + unsigned.encode(),
+                    include=headers)
     return unsigned + " ".join(b64[i : i + 64] for i in range(0, len(b64), 64))
 
 
