@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from rohrpost.filters import _dkim_adapter as adapter
+
+from rohrpost.cli.dkimcmd import _rsa_pem
 from tests.dkim.dkimhelp import write_key
 from tests.support.dnsserver import TestDnsServer
 
@@ -14,8 +15,6 @@ from tests.support.dnsserver import TestDnsServer
 @pytest.fixture(scope="session")
 def rsa_pem() -> bytes:
     """One 2048-bit RSA key for the session (openssl genpkey, as keygen does)."""
-    from rohrpost.cli.dkimcmd import _rsa_pem
-
     return _rsa_pem(2048)
 
 
@@ -25,7 +24,8 @@ def ed_pem() -> bytes:
 
 
 @pytest.fixture
-def signing(tmp_path: Path, dns_server: TestDnsServer, rsa_pem: bytes, ed_pem: bytes) -> dict[str, object]:
+def signing(tmp_path: Path, dns_server: TestDnsServer, rsa_pem: bytes,
+            ed_pem: bytes) -> dict[str, object]:
     """Keys on disk, published in the test DNS server, and the contract TOML using them."""
     rsa = write_key(tmp_path, "example.org.rsa2026.pem", rsa_pem)
     ed = write_key(tmp_path, "example.org.ed2026.pem", ed_pem)

@@ -10,11 +10,12 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import dkim
+
 from rohrpost.config import parse_config
 from rohrpost.dns import DnsConfig, Resolver
 from rohrpost.envelope import Envelope
 from rohrpost.filter import Services
-from rohrpost.filters import _dkim_adapter as adapter
 from rohrpost.message import Message
 from rohrpost.pipeline import Pipeline
 from rohrpost.runner import Processed, process
@@ -69,8 +70,6 @@ MESSAGE = (b"From: Bob <bob@example.org>\r\nTo: Alice <alice@example.net>\r\n"
 
 def dkimpy_verify(raw: bytes, records: dict[str, str]) -> list[bool]:
     """dkimpy's own verifier (what its ``dkimverify`` script runs) on every signature."""
-    import dkim
-
     def dnsfunc(name: bytes, timeout: int = 5) -> bytes | None:
         value = records.get(name.decode().rstrip("."))
         return value.encode() if value is not None else None
@@ -98,7 +97,7 @@ def opendkim_testmsg(raw: bytes, records: dict[str, str], tmp: Path,
     with TestDnsServer(host=OPENDKIM_DNS_HOST, port=53) as server:
         for name, value in records.items():
             server.add(name, "TXT", value)
-        return subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", *args],  # noqa: S603,S607
+        return subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", *args],
                               input=raw, capture_output=True, timeout=60, check=False)
 
 
@@ -125,11 +124,11 @@ def opendkim_sign(raw: bytes, tmp: Path, *, domain: str, selector: str, key: Pat
                     "Syslog no\nRequireSafeKeys no\n")
     msg = tmp / "to-sign.eml"
     msg.write_bytes(raw)
-    done = subprocess.run(["opendkim", "-x", str(conf), "-b", "s", "-t", str(msg)],  # noqa: S603,S607
+    done = subprocess.run(["opendkim", "-x", str(conf), "-b", "s", "-t", str(msg)],
                           capture_output=True, timeout=60, check=True)
     text = (done.stdout + done.stderr).decode()
     lines = text[text.index("DKIM-Signature:"):].splitlines()
-    header = [lines[0]] + [ln for ln in _continuations(lines[1:])]
+    header = [lines[0], *_continuations(lines[1:])]
     return ("\r\n".join(header) + "\r\n").encode() + raw
 
 

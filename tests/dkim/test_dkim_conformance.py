@@ -9,8 +9,8 @@ import time
 
 import dkim
 import pytest
-
 from rohrpost.filters import _dkim_adapter as adapter
+
 from tests.dkim.dkimhelp import CHASQUID, DKIMPY, VERIFY_TOML, make_services, read_linked, run
 from tests.support.dnsserver import TestDnsServer
 
@@ -53,7 +53,8 @@ def test_chasquid_dns_timeout_is_temperror(dns_server: TestDnsServer) -> None:
     dns_server.load_bind_file(CHASQUID / "01-rfc8463.dns")
     dns_server.set_behaviour("brisbane._domainkey.football.example.com", "timeout")
     done = run(VERIFY_TOML, read_linked(CHASQUID / "01-rfc8463.msg"), make_services(dns_server))
-    results = {r["selector"]: r["result"] for r in done.outcome.runs[0].result.facts["dkim.results"]}
+    facts = done.outcome.runs[0].result.facts["dkim.results"]
+    results = {r["selector"]: r["result"] for r in facts}
     assert results == {"brisbane": "temperror", "test": "pass"}
     assert "R_DKIM_TEMPFAIL" in [s.name for s in done.outcome.symbols]
 
@@ -61,7 +62,8 @@ def test_chasquid_dns_timeout_is_temperror(dns_server: TestDnsServer) -> None:
 def football_dns(server: TestDnsServer) -> None:
     server.add("brisbane._domainkey.football.example.com", "TXT",
                "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=")
-    server.add("test._domainkey.football.example.com", "TXT", (DKIMPY / "test.txt").read_text().strip())
+    server.add("test._domainkey.football.example.com", "TXT",
+               (DKIMPY / "test.txt").read_text().strip())
 
 
 @pytest.mark.parametrize(("name", "want"), [

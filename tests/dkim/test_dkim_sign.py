@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rohrpost.filters import _dkim_adapter as adapter
 
 from rohrpost.config import ConfigError, parse_config
 from rohrpost.envelope import Envelope
-from rohrpost.filters import _dkim_adapter as adapter
 from rohrpost.message import Message
 from rohrpost.pipeline import Pipeline
 from tests.dkim.dkimhelp import (
@@ -33,6 +33,8 @@ from tests.dkim.dkimhelp import (
 )
 from tests.support.dnsserver import TestDnsServer
 
+KEY_TOML = ('[[filter]]\nuse = "dkim-sign"\n[[filter.key]]\ndomain = "e.org"\nselector = "s"\n'
+            'key = "{path}"\n')
 AUTH = Envelope(auth_user="bob", mail_from="bob@example.org", rcpts=("alice@example.net",))
 
 
@@ -127,13 +129,13 @@ def test_pipe_subprocess_auth_user(signing: dict[str, Any], dns_server: TestDnsS
     env = {**os.environ, "ROHRPOST_NO_VENV": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, str(ROOT / "bin" / "rohrpost"), "run", "-c", str(conf),
            "--auth-user", "bob", "--sender", "bob@example.org", "--recipient", "a@example.net"]
-    done = subprocess.run(cmd, input=MESSAGE, capture_output=True, env=env, timeout=60,  # noqa: S603
+    done = subprocess.run(cmd, input=MESSAGE, capture_output=True, env=env, timeout=60,
                           check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count(b"DKIM-Signature:") == 2
     assert verify_results(done.stdout, dns_server) == ["pass", "pass"]
     assert dkimpy_verify(done.stdout, records(signing)) == [True, True]
-    unauth = subprocess.run(cmd[:-6] + ["--sender", "bob@example.org"], input=MESSAGE,  # noqa: S603
+    unauth = subprocess.run([*cmd[:-6], "--sender", "bob@example.org"], input=MESSAGE,
                             capture_output=True, env=env, timeout=60, check=False)
     assert unauth.returncode == 0 and b"DKIM-Signature" not in unauth.stdout
 
@@ -188,7 +190,7 @@ def test_key_errors_are_option_errors(tmp_path: Path) -> None:
     bad.write_bytes(b"not a key")
     bad.chmod(0o600)
     for path, words in ((tmp_path / "missing.pem", "cannot read"), (bad, "neither PEM")):
-        toml = f'[[filter]]\nuse = "dkim-sign"\n[[filter.key]]\ndomain = "e.org"\nselector = "s"\nkey = "{path}"\n'
+        toml = KEY_TOML.format(path=path)
         with pytest.raises(ConfigError, match=words):
             Pipeline.build(parse_config(toml, "t.toml"))
 
@@ -198,7 +200,7 @@ def test_group_readable_key_warns(tmp_path: Path, ed_pem: bytes,
     key = tmp_path / "k.pem"
     key.write_bytes(ed_pem)
     key.chmod(0o640)
-    toml = f'[[filter]]\nuse = "dkim-sign"\n[[filter.key]]\ndomain = "e.org"\nselector = "s"\nkey = "{key}"\n'
+    toml = KEY_TOML.format(path=key)
     Pipeline.build(parse_config(toml, "t.toml"))
     assert "readable by group or others" in caplog.text
 
@@ -233,7 +235,7 @@ def test_property_sign_then_verify(signing: dict[str, Any], dns_server: TestDnsS
                                    subject: str, body: list[str], crlf: bool,
                                    extra: list[tuple[str, str]]) -> None:
     eol = "\r\n" if crlf else "\n"
-    head = [f"From: bob@example.org", f"Subject: {subject}", "To: a@example.net"]
+    head = ["From: bob@example.org", f"Subject: {subject}", "To: a@example.net"]
     head += [f"{n}: {v}" for n, v in extra]
     raw = (eol.join(head) + eol + eol + eol.join(body) + eol).encode()
     out = signed_output(signing, dns_server, raw=raw)
