@@ -12,6 +12,7 @@ Encrypted members (flag bit 0) are reported and never read.
 from __future__ import annotations
 
 import io
+import itertools
 import struct
 import zipfile
 import zlib
@@ -68,7 +69,7 @@ def list_zip(data: bytes, label: str, limits: ArchiveLimits) -> Listing:
 
 
 def _overlaps(data: bytes, infos: list[zipfile.ZipInfo]) -> bool:
-    """True when two entries' local headers and data overlap (or share an offset)."""
+    """Tell whether two entries' local headers and data overlap (or share an offset)."""
     spans = []
     for info in infos:
         off = info.header_offset
@@ -77,7 +78,7 @@ def _overlaps(data: bytes, infos: list[zipfile.ZipInfo]) -> bool:
         name_len, extra_len = struct.unpack_from("<HH", data, off + 26)
         spans.append((off, off + 30 + name_len + extra_len + info.compress_size))
     spans.sort()
-    return any(nxt[0] < cur[1] for cur, nxt in zip(spans, spans[1:], strict=False))
+    return any(nxt[0] < cur[1] for cur, nxt in itertools.pairwise(spans))
 
 
 def _list(data: bytes, label: str, depth: int, limits: ArchiveLimits, out: Listing) -> None:
@@ -94,13 +95,13 @@ def _list(data: bytes, label: str, depth: int, limits: ArchiveLimits, out: Listi
                 if len(out.members) >= limits.max_members:
                     out.bombs.append(f"{label}: more than {limits.max_members} members")
                     return
-                if not _member(zf, info, label, depth, limits, out):
+                if not _member(zf, info, label, depth=depth, limits=limits, out=out):
                     return
     except _ERRORS as exc:
         out.corrupt.append(f"{label}: unreadable zip ({type(exc).__name__})")
 
 
-def _member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, label: str, depth: int,
+def _member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, label: str, *, depth: int,
             limits: ArchiveLimits, out: Listing) -> bool:
     """Record one member; False when a limit ends the listing."""
     path = f"{label}/{info.filename}"

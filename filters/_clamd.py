@@ -1,4 +1,4 @@
-"""A small clamd client: INSTREAM (streamed, no temporary files), PING, VERSION.
+r"""A small clamd client: INSTREAM (streamed, no temporary files), PING, VERSION.
 
 Owns ``ClamdClient``, ``ScanResult`` and the reply parser. INSTREAM is sent as ``zINSTREAM\\0``,
 then the data in chunks, each preceded by its length as 4 bytes big-endian, then a zero-length
@@ -83,11 +83,11 @@ class ClamdClient:
         self.chunk_size = chunk_size
 
     async def command(self, name: str) -> str:
-        """Send a simple ``zNAME\\0`` command (PING, VERSION) and return the reply line."""
+        r"""Send a simple ``zNAME\\0`` command (PING, VERSION) and return the reply line."""
         return await self._run(self._simple(name))
 
     async def ping(self) -> bool:
-        """True when clamd answers PONG."""
+        """Ask clamd for PONG; True when it answers."""
         return (await self.command("PING")) == "PONG"
 
     async def instream(self, data: bytes) -> ScanResult:

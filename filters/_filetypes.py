@@ -42,7 +42,7 @@ _VBA_MARKER = "_VBA_PROJECT".encode("utf-16-le")
 
 
 def sniff(data: bytes) -> str:
-    """A short type name from the content, or ``""`` when unknown."""
+    """Return a short type name from the content, or ``""`` when unknown."""
     if data[:2] == b"MZ" and len(data) >= 64:
         (pe_offset,) = struct.unpack_from("<I", data, 0x3C)
         return "pe" if data[pe_offset : pe_offset + 4] == b"PE\0\0" else "dosexe"
@@ -59,13 +59,15 @@ def sniff(data: bytes) -> str:
 
 
 def ole_has_macros(data: bytes) -> bool:
-    """True when an OLE2 file (legacy Office) holds a VBA project (directory names)."""
+    """Tell whether an OLE2 file (legacy Office) holds a VBA project (directory names)."""
     return _VBA_MARKER in data
 
 
 def pdf_active(data: bytes) -> list[str]:
-    """The active-content keys in a PDF: JavaScript, JS, Launch (and OpenAction, AA,
-    EmbeddedFile, reported only along with those), ``[]`` when none.
+    """Return the active-content keys of a PDF, ``[]`` when it has none.
+
+    Active means JavaScript, JS or Launch; OpenAction, AA and EmbeddedFile are reported only
+    along with those.
 
     Looks at the raw file only (compressed object streams can hide keys; clamd covers those).
     """

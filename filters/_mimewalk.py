@@ -239,12 +239,13 @@ def _entity(ent: _Entity, limits: Limits, result: Walk) -> list[_Entity]:
             leaf_types.append(ctype)
     for ctype in _distinct(leaf_types):
         for cte in ctes:
-            _leaf(ent, body, ctype, cte, tuple(dict.fromkeys(names)), limits, result)
+            _leaf(ent, body, ctype, cte=cte, names=tuple(dict.fromkeys(names)), limits=limits,
+                  result=result)
     return children
 
 
 def _names(ent: _Entity, params: list[tuple[str, str]], key: str, result: Walk) -> list[str]:
-    """The values of parameter ``key``; two different ones in one header are ambiguous."""
+    """Return the values of parameter ``key``; two different ones are ambiguous."""
     found = [v for k, v in params if k == key and v]
     if len({" ".join(v.lower().split()) for v in found}) > 1:
         result.ambiguous.append(f"part {ent.path}: {len(found)} different {key} parameters")
@@ -252,14 +253,14 @@ def _names(ent: _Entity, params: list[tuple[str, str]], key: str, result: Walk) 
 
 
 def _message(ent: _Entity, body: int, cte: str) -> _Entity:
-    """A message/rfc822 body as a child entity (decoded first if it was encoded anyway)."""
+    """Return a message/rfc822 body as a child entity (decoded first if it was encoded)."""
     if cte.strip().lower() in ("base64", "quoted-printable"):
         inner = decode_body(ent.buf[body : ent.end], cte)
         return _Entity(inner, 0, len(inner), ent.depth + 1, f"{ent.path}.1")
     return _Entity(ent.buf, body, ent.end, ent.depth + 1, f"{ent.path}.1")
 
 
-def _leaf(ent: _Entity, body: int, ctype: str, cte: str, names: tuple[str, ...],
+def _leaf(ent: _Entity, body: int, ctype: str, *, cte: str, names: tuple[str, ...],
           limits: Limits, result: Walk) -> None:
     data = decode_body(ent.buf[body : ent.end], cte)
     found = [Leaf(ent.path, ctype, names, data)]

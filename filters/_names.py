@@ -1,4 +1,4 @@
-"""File-name checks for attachments: banned extensions and names, double extensions, bidi tricks.
+r"""File-name checks for attachments: banned extensions and names, double extensions, bidi tricks.
 
 Owns ``NamePolicy`` and ``shown``. A name is judged the way Windows and mail clients would treat
 it: only the last path component, Unicode NFKC-normalised (full-width dots become dots), trailing
@@ -40,7 +40,7 @@ def shown(name: str, limit: int = 80) -> str:
 
 
 def normalise(name: str) -> str:
-    """The name as Windows would use it: last component, NFKC, no trailing dots/spaces."""
+    """Return the name as Windows uses it: last component, NFKC, no trailing dots/spaces."""
     base = re.split(r"[/\\]", name)[-1]
     return unicodedata.normalize("NFKC", base).strip().rstrip(". ").lower()
 
@@ -54,7 +54,7 @@ class NamePolicy:
     banned_names: Sequence[str] = ()
 
     def check(self, name: str) -> list[tuple[str, str]]:
-        """Findings for one file name (empty when the name is fine)."""
+        """Return the findings for one file name (empty when the name is fine)."""
         found: list[tuple[str, str]] = []
         if any(ch in BIDI for ch in name):
             found.append(("bidi", f"bidi control characters in name {shown(name)}"))

@@ -8,6 +8,7 @@ nothing about either protocol; opens no connection by itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 
@@ -30,7 +31,7 @@ class SocketAddress:
         :raises ValueError: for an empty path, a bad port, or an unknown scheme.
         """
         spec = spec.strip()
-        if spec.startswith("unix:") or spec.startswith("/"):
+        if spec.startswith(("unix:", "/")):
             path = spec.removeprefix("unix:")
             if not path:
                 raise ValueError(f"socket {spec!r}: empty unix socket path")
@@ -88,7 +89,5 @@ async def read_to_eof(reader: asyncio.StreamReader, limit: int) -> bytes:
 async def close_quietly(writer: asyncio.StreamWriter) -> None:
     """Close a stream, ignoring errors from a peer that already went away."""
     writer.close()
-    try:
+    with contextlib.suppress(OSError):
         await writer.wait_closed()
-    except OSError:
-        pass

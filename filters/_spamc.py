@@ -48,7 +48,7 @@ class SpamdReply:
 
     @property
     def is_spam(self) -> bool:
-        """spamd's own verdict (score >= required)."""
+        """Spamd's own verdict (score >= required)."""
         return self._spam()[0]
 
     @property
@@ -201,7 +201,7 @@ class SpamcClient:
             await close_quietly(writer)
 
     async def ping(self) -> bool:
-        """True when spamd answers PONG."""
+        """Ask spamd for PONG; True when it answers."""
         reply = await self.request("PING")
         return reply.status.upper().endswith("PONG")
 

@@ -69,7 +69,7 @@ def _h(text: str) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class Options:
+class AttachmentsOptions:
     """Options of the ``attachments`` filter."""
 
     banned_extensions: list[str] = field(default_factory=lambda: list(
@@ -117,9 +117,9 @@ class Attachments(Filter):
     name = "attachments"
     description = "Banned names and types, double extensions, bidi tricks, archives, macros."
     stage = Stage.EOM
-    Options = Options
+    Options = AttachmentsOptions
 
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: AttachmentsOptions) -> None:
         super().__init__(options)
         self.opts = options
         self.actions = {**DEFAULT_ACTIONS, **options.actions}
@@ -138,7 +138,7 @@ class Attachments(Filter):
         return await ctx.run_blocking(self.analyse, mail.message.without_from_line())
 
     def analyse(self, raw: bytes) -> FilterResult:
-        """Findings for ``raw`` as symbols, facts and the strongest configured action."""
+        """Return the findings for ``raw`` as symbols, facts and the strongest action."""
         tree = walk(raw, self.limits)
         findings = self.findings(tree)
         return self.result(findings, tree)
@@ -167,7 +167,7 @@ class Attachments(Filter):
         return found
 
     def archive(self, data: bytes, label: str, banned: set[str]) -> list[tuple[str, str]]:
-        """Findings inside one zip (and the zips in it)."""
+        """Return the findings inside one zip (and the zips in it)."""
         listing = list_zip(data, label, self.archive_limits)
         found = [("archive_bomb", b) for b in listing.bombs]
         if listing.macro:
@@ -211,7 +211,7 @@ class Attachments(Filter):
         return FilterResult(verdict=verdict, symbols=symbols, facts=facts)
 
     def verdict(self, cls: str, action: str, detail: str) -> Verdict:
-        """The verdict for the first finding of the strongest action."""
+        """Return the verdict for the first finding of the strongest action."""
         if action == "reject":
             reply = REPLIES.get(cls, f"554 5.7.1 Message rejected: banned attachment ({detail})")
             return Verdict.of(Action.REJECT, reply, f"{cls}: {detail}", self.name)

@@ -34,7 +34,7 @@ def _h(text: str) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class Options:
+class ClamAVOptions:
     """Options of the ``clamav`` filter."""
 
     socket: str = field(default="tcp:127.0.0.1:3310", metadata=_h(
@@ -66,7 +66,7 @@ class Options:
 
 
 def sanitize_virus_name(name: str) -> str:
-    """A signature name safe for an SMTP reply and a header: ASCII word characters, bounded."""
+    """Make a signature name safe for SMTP replies and headers: ASCII, bounded."""
     return _UNSAFE_NAME_RE.sub("_", name)[:100] or "unknown"
 
 
@@ -76,9 +76,9 @@ class ClamAV(Filter):
     name = "clamav"
     description = "ClamAV's clamd over a unix or TCP socket (INSTREAM): viruses to an action."
     stage = Stage.EOM
-    Options = Options
+    Options = ClamAVOptions
 
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: ClamAVOptions) -> None:
         super().__init__(options)
         try:
             address = SocketAddress.parse(options.socket, DEFAULT_PORT)

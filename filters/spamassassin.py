@@ -37,7 +37,7 @@ def _h(text: str) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class Options:
+class SpamAssassinOptions:
     """Options of the ``spamassassin`` filter."""
 
     host: str = field(default="127.0.0.1", metadata=_h("spamd host (TCP)"))
@@ -70,9 +70,9 @@ class SpamAssassin(Filter):
     name = "spamassassin"
     description = "SpamAssassin's spamd score and rule hits as symbols (SPAMC/1.5)."
     stage = Stage.EOM
-    Options = Options
+    Options = SpamAssassinOptions
 
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: SpamAssassinOptions) -> None:
         super().__init__(options)
         try:
             address = (SocketAddress.parse(options.socket, DEFAULT_PORT) if options.socket
@@ -126,7 +126,7 @@ class SpamAssassin(Filter):
 
 
 def received_header(mail: Mail, hostname: str, message: Message, now: float) -> bytes:
-    """A Received header for spamd built from the envelope ("" when the client is unknown)."""
+    """Build a Received header for spamd from the envelope (b"" without a client IP)."""
     env = mail.envelope
     if not env.client_ip:
         return b""
@@ -142,7 +142,7 @@ def received_header(mail: Mail, hostname: str, message: Message, now: float) -> 
 
 
 def _token(value: str) -> str:
-    """A value safe inside a header line: printable ASCII without spaces, bounded."""
+    """Make a value safe inside a header line: printable ASCII without spaces, bounded."""
     return "".join(c for c in value if "!" <= c <= "~" and c not in "()[]")[:255]
 
 

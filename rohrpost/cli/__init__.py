@@ -23,7 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("rohrpost.cli.configcmd:config_group", "Validate pipeline.toml."),
     "quarantine": ("rohrpost.cli.quarantinecmd:quarantine_group",
                    "List, show, release or delete quarantined mail."),
-    "learn": ("rohrpost.cli.learncmd:learn_cmd", "Teach spamd's Bayes: --spam/--ham FILE|MAILDIR."),
+    "learn": ("rohrpost.cli.learncmd:learn_cmd",
+              "Teach spamd's Bayes: --spam/--ham FILE|MAILDIR."),
 }
 
 

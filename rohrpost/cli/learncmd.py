@@ -55,8 +55,11 @@ class Counts:
 
 
 def message_files(path: str) -> Iterator[str]:
-    """The message files under ``path``: the file itself, a Maildir's cur/ and new/, or the
-    regular non-hidden files of a plain folder (sorted, not recursive)."""
+    """Yield the message files under ``path``.
+
+    That is the file itself, a Maildir's cur/ and new/, or the regular non-hidden files of a
+    plain folder (sorted, not recursive).
+    """
     if not os.path.isdir(path):
         yield path
         return
@@ -71,7 +74,7 @@ def message_files(path: str) -> Iterator[str]:
 
 def _client(config_path: str | None, host: str | None, port: int | None, socket: str | None,
             user: str | None) -> tuple[_Client, type[Exception]]:
-    """A SPAMC client from the first spamassassin [[filter]] (if any) and the flags."""
+    """Build a SPAMC client from the first spamassassin [[filter]] (if any) and the flags."""
     spamc = importlib.import_module("rohrpost.filters._spamc")
     sa = importlib.import_module("rohrpost.filters.spamassassin")
     sockets = importlib.import_module("rohrpost.filters._sockets")
@@ -85,7 +88,7 @@ def _client(config_path: str | None, host: str | None, port: int | None, socket:
     if socket is None and (host is not None or port is not None):
         table.pop("socket", None)  # flags name a TCP spamd: the config's socket must not win
     try:
-        opts = build_options(sa.Options, table, "spamassassin")
+        opts = build_options(sa.FILTER.Options, table, "spamassassin")
         address = (sockets.SocketAddress.parse(opts.socket, spamc.DEFAULT_PORT) if opts.socket
                    else sockets.SocketAddress(host=opts.host, port=opts.port))
         client = spamc.SpamcClient(address, user=opts.user,
@@ -97,7 +100,7 @@ def _client(config_path: str | None, host: str | None, port: int | None, socket:
     return client, spamc.SpamdError
 
 
-async def _learn_all(client: _Client, error: type[Exception], files: list[str],
+async def _learn_all(client: _Client, error: type[Exception], files: list[str], *,
                      message_class: str, max_size: int, jobs: int,
                      advance: Callable[[], None]) -> Counts:
     counts = Counts()
@@ -147,7 +150,7 @@ async def _learn_all(client: _Client, error: type[Exception], files: list[str],
 @click.option("--jobs", "-j", type=click.IntRange(1, 32), default=2, show_default=True,
               help="messages in flight at once (spamd's --max-children bounds it)")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
-def learn_cmd(as_spam: bool, as_ham: bool, config_path: str | None, host: str | None,
+def learn_cmd(*, as_spam: bool, as_ham: bool, config_path: str | None, host: str | None,
               port: int | None, socket: str | None, user: str | None, max_size: int,
               jobs: int, paths: tuple[str, ...]) -> int:
     """Teach spamd's Bayes that the messages in PATHS (files or Maildirs) are spam or ham."""
@@ -159,11 +162,12 @@ def learn_cmd(as_spam: bool, as_ham: bool, config_path: str | None, host: str | 
     if len(files) >= PROGRESS_MIN:
         with click.progressbar(length=len(files), label=f"learning {message_class}",
                                file=sys.stderr) as bar:
-            counts = asyncio.run(_learn_all(client, error, files, message_class, max_size,
-                                            jobs, lambda: bar.update(1)))
+            counts = asyncio.run(_learn_all(client, error, files, message_class=message_class,
+                                            max_size=max_size, jobs=jobs,
+                                            advance=lambda: bar.update(1)))
     else:
-        counts = asyncio.run(_learn_all(client, error, files, message_class, max_size, jobs,
-                                        lambda: None))
+        counts = asyncio.run(_learn_all(client, error, files, message_class=message_class,
+                                        max_size=max_size, jobs=jobs, advance=lambda: None))
     click.echo(f"{message_class}: {len(files)} messages, {counts.learned} learned, "
                f"{counts.known} already known, {counts.skipped} skipped (size), "
                f"{counts.failed} failed")

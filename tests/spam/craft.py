@@ -78,4 +78,5 @@ def deep_nesting(depth: int) -> bytes:
 
 def many_parts(count: int) -> bytes:
     part = b"--B\r\nContent-Type: text/plain\r\n\r\nx\r\n"
-    return HEAD + b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n' + part * count + b"--B--\r\n"
+    head = HEAD + b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n'
+    return head + part * count + b"--B--\r\n"
