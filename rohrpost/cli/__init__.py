@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dkim": ("rohrpost.cli.dkimcmd:dkim_group", "DKIM keys: keygen, check."),
     "quarantine": ("rohrpost.cli.quarantinecmd:quarantine_group",
                    "List, show, release or delete quarantined mail."),
+    "learn": ("rohrpost.cli.learncmd:learn_cmd",
+              "Teach spamd's Bayes: --spam/--ham FILE|MAILDIR."),
 }
 
 
