@@ -100,6 +100,7 @@ class MilterConnection:
         self._pending = False  # a message began (MAIL) and has not been logged yet
         self._reported = 0  # how many of session.runs went to the metrics
         self._counted = False
+        self._hidden = 0  # headers the MTA adds above what it shows us (Postfix: Received)
 
     # -- helpers
     @property
@@ -150,6 +151,8 @@ class MilterConnection:
         """Remember the client; run CONNECT filters."""
         self.app.metrics.connection(+1)
         self._counted = True
+        if self.actions.getsymval("v").startswith("Postfix"):
+            self._hidden = 1
         self.session.envelope = Envelope(client_ip=address, client_name=hostname,
                                          sources={"client": "milter"})
         return self._early(self._stage(self.session.run_stage(Stage.CONNECT)))
@@ -238,7 +241,8 @@ class MilterConnection:
         if action is Action.QUARANTINE:
             reason = outcome.verdict.reason or "quarantined"
             if self.config.quarantine.use_mta_hold and self.actions.can("QUARANTINE"):
-                apply_via_milter(self.actions, env.rcpts, outcome.changes)
+                apply_via_milter(self.actions, env.rcpts, outcome.changes,
+                                 hidden_headers=self._hidden)
                 self.actions.quarantine(reason)
                 return Rc.ACCEPT
             held, held_env = apply_changes(message, env, outcome.changes)
@@ -247,7 +251,7 @@ class MilterConnection:
                 symbols=[s.name for s in outcome.symbols], subject=held.get("Subject"))
             log.info("%s quarantined as %s", env.queue_id or "-", qid)
             return Rc.DISCARD
-        apply_via_milter(self.actions, env.rcpts, outcome.changes)
+        apply_via_milter(self.actions, env.rcpts, outcome.changes, hidden_headers=self._hidden)
         return Rc.CONTINUE
 
     def _finish_pending(self) -> None:

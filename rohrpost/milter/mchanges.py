@@ -37,11 +37,16 @@ def milter_value(name: str, value: str, leading_space: bool) -> str:
     return text if leading_space else text.removeprefix(" ")
 
 
-def apply_via_milter(actions: Actions, rcpts: Sequence[str], changes: Sequence[Change]) -> None:
+def apply_via_milter(actions: Actions, rcpts: Sequence[str], changes: Sequence[Change], *,
+                     hidden_headers: int = 0) -> None:
     """Send ``changes`` to the MTA in order. Call only from the end-of-message callback.
 
     :param rcpts: the message's accepted recipients (for the same duplicate rule as
         ``apply_changes``: adding a recipient that is already there does nothing).
+    :param hidden_headers: headers the MTA put on top without showing them to the milter.
+        Postfix adds its own Received: there and counts it for smfi_insheader (not for
+        smfi_chgheader), so an insert at index n >= 1 of the message the filters saw is sent
+        as n + 1; index 0 stays 0 (the very top, where Authentication-Results belongs).
     """
     current = list(rcpts)
     space = actions.leading_space
@@ -49,7 +54,8 @@ def apply_via_milter(actions: Actions, rcpts: Sequence[str], changes: Sequence[C
         if isinstance(change, AddHeader):
             actions.addheader(change.name, milter_value(change.name, change.value, space))
         elif isinstance(change, InsertHeader):
-            actions.insheader(change.index, change.name,
+            index = change.index + hidden_headers if change.index > 0 else 0
+            actions.insheader(index, change.name,
                               milter_value(change.name, change.value, space))
         elif isinstance(change, ChangeHeader):
             value = "" if change.value is None else milter_value(change.name, change.value, space)

@@ -92,10 +92,10 @@ class MilterRig:
         return MilterApp(Pipeline(config, built), Services(), self.loop, self.timeout,
                          self.metrics)
 
-    def ctx(self, app: MilterApp) -> ExactCtx:
+    def ctx(self, app: MilterApp, postfix: bool = False) -> ExactCtx:
         self.monkeypatch.setattr(Milter, "factory",
                                  bridge_factory(lambda actions: MilterConnection(actions, app)))
-        return ExactCtx()
+        return ExactCtx(postfix)
 
 
 @pytest.fixture

@@ -27,8 +27,15 @@ def wire_value(raw_header: bytes) -> bytes:
 class ExactCtx(TestCtx):
     """TestCtx whose header/recipient/body changes follow Postfix's semantics exactly."""
 
-    def __init__(self) -> None:
+    HIDDEN = ("Received", b" (hidden: added by the MTA, not shown to the milter)")
+
+    def __init__(self, postfix: bool = False) -> None:
         super().__init__()
+        # like Postfix: macro v names the MTA, and its own Received: sits on top, counted by
+        # insheader but invisible to the milter and to chgheader
+        self.postfix = postfix
+        if postfix:
+            self._setsymval("v", "Postfix 3.7.11")
         self.headers: list[tuple[str, bytes]] = []  # (name, value as sent: leading space kept)
         self.added_rcpts: list[str] = []
         self.deleted_rcpts: list[str] = []
@@ -46,7 +53,9 @@ class ExactCtx(TestCtx):
 
     def chgheader(self, field, idx, value):
         seen = 0
-        for i, (name, _v) in enumerate(self.headers):
+        for i, (name, value) in enumerate(self.headers):
+            if (name, value) == self.HIDDEN:
+                continue
             if name.lower() == field.lower():
                 seen += 1
                 if seen == idx:
@@ -77,6 +86,8 @@ class ExactCtx(TestCtx):
         """The header block now, CRLF line ends (as Postfix would write it)."""
         out = b""
         for name, value in self.headers:
+            if (name, value) == self.HIDDEN:
+                continue
             out += (name.encode() + b":" + value).replace(b"\n", b"\r\n") + b"\r\n"
         return out
 
@@ -122,8 +133,9 @@ def replay(ctx: ExactCtx, raw: bytes, sender: str, rcpts: list[str], *,
         ctx._priv.abort()
         return out
     message = Message(raw)
-    ctx.headers = [(h.name, wire_value(h.raw)) for h in message.headers]
-    for name, value in ctx.headers:
+    shown = [(h.name, wire_value(h.raw)) for h in message.headers]
+    ctx.headers = ([ExactCtx.HIDDEN] if ctx.postfix else []) + shown
+    for name, value in shown:
         rc = ctx._priv.header_bytes(name, value)
         assert rc in (Milter.CONTINUE, Milter.NOREPLY)
     assert ctx._eoh() in (Milter.CONTINUE, Milter.NOREPLY)

@@ -49,15 +49,15 @@ def app(rig):
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(changes=changes_strategy)
-def test_milter_and_bytes_agree(app, changes):
+@given(changes=changes_strategy, postfix=st.booleans())
+def test_milter_and_bytes_agree(app, changes, postfix):
     rig, flt, built = app
 
     async def fn(mail):
         return FilterResult(changes=changes)
 
     flt.fn = fn
-    ctx = rig.ctx(built)
+    ctx = rig.ctx(built, postfix)
     out = replay(ctx, MESSAGE.raw, "a@example.org", RCPTS)
     assert out.eom == 0
     expected, env = apply_changes(MESSAGE, Envelope(rcpts=tuple(RCPTS)), changes)

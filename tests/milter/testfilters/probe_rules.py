@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from rohrpost.changes import AddHeader, AddRecipient, Change
 from rohrpost.filter import Context, Filter, Mail, Stage
-from rohrpost.result import Action, FilterResult, Symbol, Verdict
+from rohrpost.result import Action, AuthResult, FilterResult, Symbol, Verdict
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,8 @@ class Rule:
 @dataclass(frozen=True)
 class Options:
     rule: list[Rule] = field(default_factory=list)
+    auth: str = ""  # "method=result" reported as an Authentication-Results entry
+    dump: str = ""  # folder: write each message as seen by the filter (queue id as name)
 
 
 class ProbeRules(Filter):
@@ -44,6 +46,13 @@ class ProbeRules(Filter):
         assert mail.message is not None
         symbols: list[Symbol] = []
         changes: list[Change] = []
+        opts = self.options
+        auth = [AuthResult(*opts.auth.split("=", 1), props=[("header.from", "example.org")])
+                ] if opts.auth else []
+        if opts.dump:
+            name = mail.envelope.queue_id or "noqid"
+            with open(f"{opts.dump}/{name}.eml", "wb") as fh:
+                fh.write(mail.message.raw)
         for rule in self.options.rule:
             values = [h.value for h in mail.message.get_all(rule.header)]
             if not any(re.search(rule.regex, v) for v in values):
@@ -59,8 +68,8 @@ class ProbeRules(Filter):
                 await asyncio.sleep(float(rule.message))
             elif rule.action:
                 verdict = Verdict.of(Action(rule.action), rule.message, rule.name, self.name)
-                return FilterResult(verdict, symbols, changes)
-        return FilterResult(symbols=symbols, changes=changes)
+                return FilterResult(verdict, symbols, changes, auth)
+        return FilterResult(symbols=symbols, changes=changes, auth=auth)
 
 
 FILTER = ProbeRules
