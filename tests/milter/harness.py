@@ -53,8 +53,9 @@ class ExactCtx(TestCtx):
 
     def chgheader(self, field, idx, value):
         seen = 0
-        for i, (name, value) in enumerate(self.headers):
-            if (name, value) == self.HIDDEN:
+        for i, entry in enumerate(self.headers):
+            name = entry[0]
+            if entry == self.HIDDEN:
                 continue
             if name.lower() == field.lower():
                 seen += 1
