@@ -87,12 +87,12 @@ class Catcher:
         self._lock = threading.Lock()
 
     def start(self) -> Catcher:
-        from aiosmtpd.controller import Controller
+        from aiosmtpd.controller import Controller  # noqa: PLC0415 - only when used
 
         catcher = self
 
         class Handler:
-            async def handle_DATA(self, server, session, envelope):  # noqa: N802
+            async def handle_DATA(self, server, session, envelope):
                 with catcher._lock:
                     catcher.messages.append(Caught(envelope.mail_from, list(envelope.rcpt_tos),
                                                    envelope.original_content or envelope.content))
@@ -152,7 +152,8 @@ class Postfix:
         return self
 
     def stop(self) -> None:
-        subprocess.run(["postfix", "-c", str(self.dir / "etc"), "stop"], capture_output=True)
+        subprocess.run(["postfix", "-c", str(self.dir / "etc"), "stop"], capture_output=True,
+                       check=False)
 
     def log(self) -> str:
         return (self.dir / "maillog").read_text(errors="replace")
@@ -196,12 +197,15 @@ class MilterProcess:
                "--socket", f"inet:{self.port}@127.0.0.1", "--workers", str(self.workers)]
         if self.metrics:
             cmd += ["--metrics", self.metrics]
-        log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True,
                                      env={**os.environ, "PYTHONPATH": str(ROOT)})
         log.close()
-        wait_for(lambda: self.log().count(" ready") >= max(self.workers, 1) and port_open(self.port)
-                 or self.proc.poll() is not None, 30, "rohrpost milter")
+        def up() -> bool:
+            ready = self.log().count(" ready") >= max(self.workers, 1)
+            return (ready and port_open(self.port)) or self.proc.poll() is not None
+
+        wait_for(up, 30, "rohrpost milter")
         if self.proc.poll() is not None:
             raise RuntimeError(f"rohrpost milter exited: {self.log()}")
         return self
@@ -211,7 +215,8 @@ class MilterProcess:
 
     def worker_pids(self) -> list[int]:
         assert self.proc is not None
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True,
+                             check=False)
         return [int(p) for p in out.stdout.split()]
 
     def kill9(self) -> None:

@@ -9,9 +9,17 @@ import os
 
 import Milter
 
-from rohrpost.changes import AddHeader, AddRecipient, ChangeHeader, ChangeSender, DeleteRecipient
-from rohrpost.changes import InsertHeader, ReplaceBody
+from rohrpost.changes import (
+    AddHeader,
+    AddRecipient,
+    ChangeHeader,
+    ChangeSender,
+    DeleteRecipient,
+    InsertHeader,
+    ReplaceBody,
+)
 from rohrpost.filter import Mail, Stage
+from rohrpost.milter import connection
 from rohrpost.result import Action, FilterResult, Verdict
 from tests.milter.conftest import FnFilter, const
 from tests.milter.harness import replay
@@ -126,7 +134,6 @@ def test_stage_deadline_tempfails_even_with_long_filter_timeout(rig):
 
 def test_crash_in_callback_code_is_tempfail(rig, monkeypatch):
     ctx = rig.ctx(rig.app())
-    from rohrpost.milter import connection
 
     def broken(*a, **k):
         raise ValueError("bug")

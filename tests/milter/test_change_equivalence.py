@@ -48,7 +48,8 @@ def app(rig):
     return rig, flt, rig.app(("eom", flt))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(changes=changes_strategy, postfix=st.booleans())
 def test_milter_and_bytes_agree(app, changes, postfix):
     rig, flt, built = app
