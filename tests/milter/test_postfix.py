@@ -265,6 +265,9 @@ def test_unix_socket_mode_stale_removal_and_clean_stop(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
         shutil.rmtree(sock_dir, ignore_errors=True)
 
 
