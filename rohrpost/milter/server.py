@@ -190,7 +190,27 @@ def _supervise(config: Config, workers: int, timeout: float, metrics_addr: str,
         log.info("started milter worker %d (slot %d)", pid, slot)
         return pid
 
-    children = {spawn(slot): (slot, time.monotonic()) for slot in range(workers)}
+    children: dict[int, tuple[int, float]] = {}
+    stopping: list[float] = []
+    parent = os.getpid()
+
+    def on_signal(signum: int, frame: object) -> None:
+        del frame
+        if os.getpid() != parent:  # a worker signalled before it set up its own handling
+            os._exit(0)
+        if not stopping:
+            log.info("signal %d: stopping %d worker(s)", signum, len(children))
+            stopping.append(time.monotonic())
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    # handlers first: a SIGTERM at any moment after the workers exist must reach them
+    for sig in _SIGNALS:
+        signal.signal(sig, on_signal)
+    for slot in range(workers):
+        if not stopping:
+            children[spawn(slot)] = (slot, time.monotonic())
     reader: PipeReader | None = None
     stop_metrics: Callable[[], None] | None = None
     if metrics_addr:
@@ -199,19 +219,6 @@ def _supervise(config: Config, workers: int, timeout: float, metrics_addr: str,
         # the parent keeps write_fd open: workers forked later (restarts) inherit it
         reader = PipeReader(read_fd, Metrics()).start()
         stop_metrics = serve_metrics(reader.metrics, *_host_port(metrics_addr))
-    stopping: list[float] = []
-
-    def on_signal(signum: int, frame: object) -> None:
-        del frame
-        if not stopping:
-            log.info("signal %d: stopping %d worker(s)", signum, len(children))
-            stopping.append(time.monotonic())
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-
-    for sig in _SIGNALS:
-        signal.signal(sig, on_signal)
     try:
         _reap(children, stopping, spawn, reader)
     finally:
