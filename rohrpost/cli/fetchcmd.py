@@ -12,13 +12,36 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from rohrpost.cli.common import config_option, load_or_exit
-from rohrpost.config import ConfigError
+from rohrpost.cli.common import config_option, fail, load_or_exit
+from rohrpost.config import Config, ConfigError
 from rohrpost.sysexits import EX_CONFIG, EX_TEMPFAIL, EX_UNAVAILABLE
+
+if TYPE_CHECKING:
+    from rohrpost.deliver.sorting import DeliverSection
+    from rohrpost.fetch.accounts import Account
+
+
+def _select(config: Config, names: tuple[str, ...],
+            all_accounts: bool) -> tuple[list[Account], DeliverSection]:
+    """The accounts to run and the [deliver] settings; exit 78 on any configuration error."""
+    from rohrpost.deliver.sorting import load_deliver_section
+    from rohrpost.fetch.accounts import FetchError, find_account, load_accounts
+
+    if not names and not all_accounts:
+        raise click.UsageError("name an account with --account NAME, or use --all")
+    try:
+        accounts = load_accounts(config)
+        sorting = load_deliver_section(config)
+        chosen = accounts if all_accounts else [find_account(accounts, n) for n in names]
+    except (ConfigError, FetchError) as exc:
+        fail(EX_CONFIG, "", f"configuration error: {exc}")
+    if not chosen:
+        fail(EX_CONFIG, "", "no [[fetch]] accounts configured")
+    return chosen, sorting
 
 
 class _Progress:
@@ -56,49 +79,33 @@ class _Progress:
 @click.option("--all", "all_accounts", is_flag=True, help="run every [[fetch]] account")
 @click.option("--daemon", is_flag=True,
               help="keep running: every interval (± jitter), or at once on IMAP IDLE")
-@click.option("--ca", "ca_file", metavar="FILE", default="",
+@click.option("--ca", "ca_file", metavar="FILE", default=None,
               type=click.Path(dir_okay=False, exists=True),
               help="trust this CA file (private certificates) instead of the system's")
 @click.option("--progress/--no-progress", default=None,
               help="progress on stderr (default: when stderr is a terminal)")
 def fetch_cmd(*, config_path: str | None, names: tuple[str, ...], all_accounts: bool,
-               daemon: bool, ca_file: str, progress: bool | None) -> int:
+               daemon: bool, ca_file: str | None, progress: bool | None) -> int:
     """Fetch mail over POP3/IMAP into the pipeline and deliver it (docs/fetch.md)."""
-    from rohrpost.deliver.sorting import load_deliver_section
-    from rohrpost.fetch.accounts import FetchError, find_account, load_accounts
+    from rohrpost.fetch.accounts import PasswordError
     from rohrpost.logsetup import setup_logging
 
+    ca_file = ca_file or ""
     config = load_or_exit(config_path, mta_facing=False)
     setup_logging(config.log.level, config.log.target, config.log.format)
-    try:
-        accounts = load_accounts(config)
-        sorting = load_deliver_section(config)
-        if all_accounts:
-            chosen = accounts
-        elif names:
-            chosen = [find_account(accounts, n) for n in names]
-        else:
-            raise click.UsageError("name an account with --account NAME, or use --all")
-    except ConfigError as exc:
-        click.echo(f"rohrpost fetch: configuration error: {exc}", err=True)
-        return EX_CONFIG
-    except FetchError as exc:
-        click.echo(f"rohrpost fetch: {exc}", err=True)
-        return EX_CONFIG
-    if not chosen:
-        click.echo("rohrpost fetch: no [[fetch]] accounts configured", err=True)
-        return EX_CONFIG
-    result = {"failed": False, "later": False}
+    chosen, sorting = _select(config, names, all_accounts)
+    result = {"failed": False, "later": False, "setup": False}
 
-    def report(acct: Any, stats: Any, error: str) -> None:
+    def report(acct: Any, stats: Any, error: BaseException | None) -> None:
         if stats is not None:
             click.echo(f"{acct.name}: {stats.summary()}")
             for problem in stats.problems:
                 click.echo(f"{acct.name}: {problem}", err=True)
             result["later"] = result["later"] or stats.left_for_later > 0
-        if error:
+        if error is not None:
             click.echo(f"{acct.name}: fetch failed: {error}", err=True)
             result["failed"] = True
+            result["setup"] = result["setup"] or isinstance(error, PasswordError)
         sys.stdout.flush()
 
     if daemon:
@@ -116,6 +123,8 @@ def fetch_cmd(*, config_path: str | None, names: tuple[str, ...], all_accounts: 
     finally:
         if bar is not None:
             bar.close()
+    if result["setup"]:
+        return EX_CONFIG
     if result["failed"]:
         return EX_UNAVAILABLE
     return EX_TEMPFAIL if result["later"] else 0

@@ -30,6 +30,10 @@ class FetchError(Exception):
     """A fetch job cannot go on (server, TLS, protocol, password); the message says why."""
 
 
+class PasswordError(FetchError):
+    """The password cannot be read (file mode, missing file, failing command): a setup error."""
+
+
 @dataclass(frozen=True)
 class Account:
     """One ``[[fetch]]`` table; docs/fetch.md describes every key."""
@@ -151,16 +155,16 @@ def read_password(acct: Account) -> str:
             proc = subprocess.run(acct.password_command, capture_output=True, timeout=30,  # noqa: S603
                                   check=False, stdin=subprocess.DEVNULL)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise FetchError(f"password_command for {acct.name} failed: "
+            raise PasswordError(f"password_command for {acct.name} failed: "
                              f"{type(exc).__name__}") from None
         if proc.returncode != 0:
-            raise FetchError(f"password_command for {acct.name} exited {proc.returncode}")
+            raise PasswordError(f"password_command for {acct.name} exited {proc.returncode}")
         data = proc.stdout
     else:
         data = _read_secret_file(acct.password_file)
     text = data.decode("utf-8", "replace").rstrip("\r\n")
     if not text or len(text) > MAX_PASSWORD or "\n" in text or "\r" in text or "\0" in text:
-        raise FetchError(f"password for {acct.name} is empty, multi-line or too long")
+        raise PasswordError(f"password for {acct.name} is empty, multi-line or too long")
     return text
 
 
@@ -168,13 +172,13 @@ def _read_secret_file(path: str) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
-        raise FetchError(f"cannot open password_file {path}: {exc.strerror}") from None
+        raise PasswordError(f"cannot open password_file {path}: {exc.strerror}") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise FetchError(f"password_file {path} is not a regular file")
+            raise PasswordError(f"password_file {path} is not a regular file")
         if info.st_mode & 0o077:
-            raise FetchError(
+            raise PasswordError(
                 f"password_file {path} is readable by group or others (mode "
                 f"{stat.S_IMODE(info.st_mode):04o}); run: chmod 600 {path}")
         return os.read(fd, MAX_PASSWORD + 2)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from rohrpost.fetch.imap import ImapMailbox
 
 log = logging.getLogger("rohrpost.fetch")
-Report = Callable[[Account, FetchStats | None, str], None]
+Report = Callable[[Account, FetchStats | None, BaseException | None], None]
 
 
 async def run_accounts(config: Config, accounts: Sequence[Account], sorting: DeliverSection,
@@ -47,10 +47,10 @@ async def run_accounts(config: Config, accounts: Sequence[Account], sorting: Del
             job = FetchJob(config, acct, pipeline, services, sorting, ca_file=ca_file,
                            progress=progress, stop=stop)
             try:
-                report(acct, await job.run(), "")
+                report(acct, await job.run(), None)
             except (FetchError, StoreError, OSError) as exc:
                 ok = False
-                report(acct, job.stats, f"{type(exc).__name__}: {exc}")
+                report(acct, job.stats, exc)
     finally:
         await pipeline.aclose()
         await services.aclose()
@@ -78,7 +78,7 @@ async def account_loop(config: Config, acct: Account, sorting: DeliverSection, *
                     continue
             except (FetchError, OSError) as exc:
                 failures += 1
-                report(acct, None, f"{type(exc).__name__}: {exc}")
+                report(acct, None, exc)
                 if idler is not None:
                     idler.close()
                     idler = None
