@@ -116,6 +116,9 @@ class Pop3Mailbox:
         except poplib.error_proto as exc:
             self.close()
             raise FetchError(f"POP3 {acct.label}: login refused: {_describe(exc)}") from None
+        except (OSError, ssl.SSLError) as exc:
+            self.close()
+            raise FetchError(f"POP3 {acct.label}: {_describe(exc)}") from None
         except BaseException:
             self.close()
             raise
