@@ -183,3 +183,53 @@ def test_maildir_quota(tmp_path: Path, permanent: bool, code: int, exit_code: in
     assert refused.report.outcomes[0].reply.code == code
     assert refused.report.exit_code == exit_code
     assert len(maildir_files(box)) == 1
+
+
+def test_contrib_pipeline_fetch_validates() -> None:
+    from rohrpost.fetch.accounts import load_accounts
+
+    root = Path(__file__).resolve().parents[2]
+    config = load_config(str(root / "contrib" / "pipeline-fetch.toml"))
+    accounts = load_accounts(config)
+    assert [a.name for a in accounts] == ["old-provider", "work-imap"]
+    assert accounts[0].real_port == 995 and accounts[1].real_port == 143
+    assert len(load_deliver_section(config).rule) == 2
+
+
+def test_deliver_command_sorts_with_config(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.fetch.helpers import BIN
+
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(f'[pipeline]\nvar_dir = "{tmp_path}/var"\n[deliver]\n')
+    box = tmp_path / "M"
+    spam = b"X-Spam-Flag: YES\nSubject: buy\nMessage-ID: <s@x>\n\nbuy now\n"
+    for expect in (0, 0):
+        done = subprocess.run([*BIN, "deliver", "-c", str(cfg), f"maildir:{box}"], input=spam,
+                              capture_output=True, timeout=30, check=False)
+        assert done.returncode == expect, done.stderr
+    assert len(maildir_files(box, "Junk")) == 1  # the second copy was a duplicate
+    plain = subprocess.run([*BIN, "deliver", "-c", str(cfg), f"maildir:{box}",
+                            "--recipient", "bob+News@example.net"],
+                           input=b"Subject: hi\n\nhello\n", capture_output=True, timeout=30,
+                           check=False)
+    assert plain.returncode == 0, plain.stderr
+    assert len(maildir_files(box, "news")) == 1
+
+
+def test_run_deliver_sorts_with_deliver_table(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.fetch.helpers import BIN
+
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(f'[pipeline]\nvar_dir = "{tmp_path}/var"\n[deliver]\n')
+    box = tmp_path / "M"
+    done = subprocess.run([*BIN, "run", "-c", str(cfg), "--deliver", f"maildir:{box}",
+                           "--recipient", "bob+lists@example.net"],
+                          input=b"Subject: hi\nMessage-ID: <l@x>\n\nhello\n",
+                          capture_output=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    files = maildir_files(box, "lists")
+    assert len(files) == 1 and b"X-Rohrpost-Result: action=accept" in files[0].read_bytes()
