@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rohrpost.cli.common import config_option, fail, load_or_exit
+from rohrpost.cli.common import config_option, load_or_exit
 from rohrpost.config import Config, ConfigError
 from rohrpost.sysexits import EX_CONFIG, EX_TEMPFAIL, EX_UNAVAILABLE
 
@@ -38,9 +38,11 @@ def _select(config: Config, names: tuple[str, ...],
         sorting = load_deliver_section(config)
         chosen = accounts if all_accounts else [find_account(accounts, n) for n in names]
     except (ConfigError, FetchError) as exc:
-        fail(EX_CONFIG, "", f"configuration error: {exc}")
+        click.echo(f"rohrpost fetch: configuration error: {exc}", err=True)
+        sys.exit(EX_CONFIG)
     if not chosen:
-        fail(EX_CONFIG, "", "no [[fetch]] accounts configured")
+        click.echo("rohrpost fetch: no [[fetch]] accounts configured", err=True)
+        sys.exit(EX_CONFIG)
     return chosen, sorting
 
 

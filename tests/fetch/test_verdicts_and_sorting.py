@@ -233,3 +233,25 @@ def test_run_deliver_sorts_with_deliver_table(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     files = maildir_files(box, "lists")
     assert len(files) == 1 and b"X-Rohrpost-Result: action=accept" in files[0].read_bytes()
+
+
+@pytest.mark.parametrize(("entry", "key", "words"), [
+    ('tls = "startls"', "fetch[0].tls", "must be one of"),
+    ('folders = ["Lists"]', "fetch[0].folders", "POP3 has only the inbox"),
+    ('password_command = ["x"]', "fetch[0].password_file", "exactly one"),
+    ('deliver = "maildir"', "fetch[0].deliver", "unknown destination"),
+    ('kep = true', "fetch[0].kep", "did you mean 'keep'"),
+])
+def test_fetch_account_errors_are_located(entry: str, key: str, words: str) -> None:
+    from rohrpost.fetch.accounts import load_accounts
+
+    base = {"name": '"a"', "protocol": '"pop3"', "host": '"h"', "user": '"u"',
+            "password_file": '"/p"', "deliver": '"maildir:/m"', "recipient": '"r@x"'}
+    name = entry.split(" ", maxsplit=1)[0]
+    if name != "password_command":
+        base.pop(name, None)
+    text = "[[fetch]]\n" + "".join(f"{k} = {v}\n" for k, v in base.items()) + entry + "\n"
+    config = parse_config(text, "p.toml")
+    with pytest.raises(ConfigError) as info:
+        load_accounts(config)
+    assert info.value.key == key and words in str(info.value) and info.value.line > 1
