@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "milter": ("rohrpost.cli.miltercmd:milter_cmd", "Serve the pipeline to Postfix as a milter."),
     "serve": ("rohrpost.cli.servecmd:serve_cmd", "SMTP/LMTP receiver (content_filter, LMTP)."),
     "config": ("rohrpost.cli.configcmd:config_group", "Validate pipeline.toml."),
+    "dmarc": ("rohrpost.cli.dmarccmd:dmarc_group", "DMARC aggregate reports."),
     "quarantine": ("rohrpost.cli.quarantinecmd:quarantine_group",
                    "List, show, release or delete quarantined mail."),
 }

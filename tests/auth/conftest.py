@@ -41,6 +41,10 @@ DMARC_ZONE: list[tuple[str, str, str | None]] = [
      "mailto:unverified@elsewhere.example"),
     ("report.test._report._dmarc.thirdparty.example", "TXT", "v=DMARC1"),
     ("_dmarc.stranger.test", "TXT", "v=DMARC1; p=none; rua=mailto:agg@stranger.test"),
+    ("report.test", "TXT", "v=spf1 ip4:192.0.2.0/24 -all"),
+    ("stranger.test", "TXT", "v=spf1 ip4:192.0.2.0/24 -all"),
+    ("relaxed.test", "TXT", "v=spf1 ip4:192.0.2.0/24 -all"),
+    ("bounce.relaxed.test", "TXT", "v=spf1 ip4:192.0.2.0/24 -all"),
 ]
 
 
