@@ -223,7 +223,7 @@ class DmarcFilter(Filter):
         handling = self._handling(ev)
         reason = f"DMARC policy {ev.disposition} for {ev.author}"
         if handling == "reject":
-            ctx.log.info("dmarc: reject (%s)", reason)
+            ctx.log.debug("dmarc: reject (%s)", reason)
             return Verdict.of(Action.REJECT, o.reject_message, reason, self.name)
         if handling == "quarantine":
             return Verdict.of(Action.QUARANTINE, "", reason, self.name)

@@ -167,7 +167,7 @@ class SpfFilter(Filter):
             facts["spf.helo_result"] = helo.result
         verdict = self._verdict(main, helo)
         if verdict is not None:
-            ctx.log.info("spf: %s (%s)", verdict.action.value, verdict.reason)
+            ctx.log.debug("spf: %s (%s)", verdict.action.value, verdict.reason)
         return FilterResult(verdict=verdict, symbols=symbols, auth=auth, facts=facts)
 
     def _verdict(self, main: SpfCheck | None, helo: SpfCheck | None) -> Verdict | None:
