@@ -53,9 +53,11 @@ def decide(config: Config, runs: Sequence[StepRun], message: Message | None,
     out.is_spam = acts.add_header is not None and score >= acts.add_header
     if message is None:
         return out
+    # forged copies go first, so a filter that deletes headers of the same name (authres)
+    # can index the message as it is after this removal
+    out.changes.extend(remove_forged(config, message))
     for run in runs:
         out.changes.extend(run.result.changes)
-    out.changes.extend(remove_forged(config, message))
     if auth:
         value = authentication_results(config.authserv_id, auth)
         out.changes.append(InsertHeader(0, "Authentication-Results", value))
