@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
 from rohrpost.filters.authres import parse_authres
 
-from rohrpost.config import parse_config
+from rohrpost.config import load_config, parse_config
 from rohrpost.envelope import Envelope
 from rohrpost.message import Message
 from rohrpost.pipeline import Pipeline
@@ -58,3 +59,9 @@ def test_remove_foreign_keeps_trusted() -> None:
 def test_parser_never_crashes(text: str) -> None:
     authserv, results = parse_authres(text)
     assert isinstance(authserv, str) and len(results) <= 50
+
+
+def test_contrib_example_validates() -> None:
+    path = Path(__file__).resolve().parents[2] / "contrib" / "pipeline-auth.toml"
+    pipeline = Pipeline.build(load_config(str(path)))
+    assert [s.name for s in pipeline.steps] == ["spf", "dmarc", "authres"]
