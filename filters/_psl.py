@@ -1,91 +1,91 @@
-"""The public suffix list: organizational domains for DMARC alignment (RFC 7489 3.2).
+"""The public suffix list: registered domains ("eTLD+1") and top-level domain checks.
 
-Owns ``PublicSuffixList`` (load, ``public_suffix``, ``org_domain``). The list cannot be
-downloaded at run time, so it is read from a local file: by default the one Debian's
-``publicsuffix`` package installs (/usr/share/publicsuffix/public_suffix_list.dat), kept
-current by the distribution's updates. Both the ICANN and the PRIVATE sections are used, as
-OpenDMARC does, so ``a.github.io`` and ``b.github.io`` are different organizations.
+Owns ``PublicSuffixList``, a small parser and matcher for the file format of
+https://publicsuffix.org/list/ (rules, ``*.`` wildcards, ``!`` exceptions, ICANN and PRIVATE
+sections), read from Debian's ``publicsuffix`` package by default. No branch of rohrpost had a
+PSL helper when URIBL needed one, and the one-file format does not justify a dependency. Rules
+are stored IDNA-encoded (``xn--``), the form in which hosts are compared. No I/O after loading.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 
-DEFAULT_PSL = "/usr/share/publicsuffix/public_suffix_list.dat"
+DEFAULT_PATH = "/usr/share/publicsuffix/public_suffix_list.dat"
 
 
-def _ascii(rule: str) -> str:
-    """Return a rule in A-label form (the list writes IDN rules in Unicode)."""
-    if rule.isascii():
-        return rule
+def to_ascii(name: str) -> str | None:
+    """``name`` lower case and IDNA-encoded label by label, or None if it cannot be."""
+    name = name.strip().rstrip(".").lower()
+    if name.isascii():
+        return name
     labels = []
-    for label in rule.split("."):
+    for label in name.split("."):
         try:
-            labels.append(label if label == "*" or label.isascii()
-                          else label.encode("idna").decode("ascii"))
+            labels.append(label.encode("idna").decode("ascii") if label else "")
         except UnicodeError:
-            labels.append(label)
+            return None
     return ".".join(labels)
 
 
-@dataclass(frozen=True)
 class PublicSuffixList:
-    """Rules of the public suffix list, split into plain, wildcard and exception rules."""
+    """Public suffix rules; ``registered_domain("a.b.example.co.uk") == "example.co.uk"``."""
 
-    rules: frozenset[str] = field(default_factory=frozenset)
-    wildcards: frozenset[str] = field(default_factory=frozenset)
-    exceptions: frozenset[str] = field(default_factory=frozenset)
-
-    @classmethod
-    def parse(cls, text: str) -> PublicSuffixList:
-        """Parse the list's text format (``//`` comments, one rule per line)."""
-        rules: set[str] = set()
-        wildcards: set[str] = set()
-        exceptions: set[str] = set()
-        for line in text.splitlines():
-            parts = line.strip().split()
-            if not parts or parts[0].startswith("//"):
+    def __init__(self, lines: Iterable[str]) -> None:
+        self.rules: set[str] = set()
+        self.wildcards: set[str] = set()  # "ck" for the rule "*.ck"
+        self.exceptions: set[str] = set()  # "www.ck" for the rule "!www.ck"
+        self.tlds: set[str] = set()
+        for raw in lines:
+            line = raw.strip().split()[0] if raw.strip() else ""
+            if not line or line.startswith("//"):
                 continue
-            rule = _ascii(parts[0].lower().rstrip("."))
-            if rule.startswith("!"):
-                exceptions.add(rule[1:])
+            rule = to_ascii(line.lstrip("!"))
+            if not rule:
+                continue
+            self.tlds.add(rule.rsplit(".", 1)[-1])
+            if line.startswith("!"):
+                self.exceptions.add(rule)
             elif rule.startswith("*."):
-                wildcards.add(rule[2:])
+                self.wildcards.add(rule[2:])
             else:
-                rules.add(rule)
-        return cls(frozenset(rules), frozenset(wildcards), frozenset(exceptions))
+                self.rules.add(rule)
 
     @classmethod
-    def load(cls, path: str = DEFAULT_PSL) -> PublicSuffixList:
+    def load(cls, path: str = DEFAULT_PATH) -> PublicSuffixList:
         """Read the list from ``path``.
 
-        :raises OSError: when the file cannot be read.
+        :raises OSError: when the file cannot be read (install Debian's ``publicsuffix``).
         """
         with open(path, encoding="utf-8") as fh:
-            return cls.parse(fh.read())
+            return cls(fh)
 
-    def _suffix_labels(self, labels: list[str]) -> int:
-        """Return how many rightmost labels form the public suffix (the default rule is 1)."""
+    def suffix_length(self, labels: list[str]) -> int:
+        """How many trailing labels of ``labels`` form the public suffix (at least 1)."""
+        best = 1  # the implicit "*" rule: an unlisted TLD is a public suffix
         for i in range(len(labels)):
-            name = ".".join(labels[i:])
-            if name in self.exceptions:
-                return len(labels) - i - 1
-            if name in self.rules:
-                return len(labels) - i
-            if i + 1 < len(labels) and ".".join(labels[i + 1 :]) in self.wildcards:
-                return len(labels) - i
-        return 1
+            candidate = ".".join(labels[i:])
+            size = len(labels) - i
+            if candidate in self.exceptions:
+                return size - 1
+            if candidate in self.rules:
+                best = max(best, size)
+            if i > 0 and candidate in self.wildcards:
+                best = max(best, size + 1)
+        return best
 
-    def public_suffix(self, domain: str) -> str:
-        """Return the public suffix of ``domain`` (lower case, no final dot)."""
-        labels = domain.lower().rstrip(".").split(".")
-        return ".".join(labels[-self._suffix_labels(labels) :])
+    def registered_domain(self, host: str) -> str | None:
+        """Return the public suffix plus one label, or None when ``host`` is a suffix."""
+        name = to_ascii(host)
+        if not name or ".." in name:
+            return None
+        labels = name.split(".")
+        size = self.suffix_length(labels)
+        if size >= len(labels):
+            return None
+        return ".".join(labels[-size - 1:])
 
-    def org_domain(self, domain: str) -> str:
-        """Return the organizational domain: the public suffix plus one label (RFC 7489 3.2).
-
-        A domain that is itself a public suffix is its own organizational domain.
-        """
-        labels = domain.lower().rstrip(".").split(".")
-        keep = min(len(labels), self._suffix_labels(labels) + 1)
-        return ".".join(labels[-keep:])
+    def known_tld(self, host: str) -> bool:
+        """Tell whether the last label of ``host`` is a top-level domain the list knows."""
+        name = to_ascii(host)
+        return name is not None and name.rsplit(".", 1)[-1] in self.tlds

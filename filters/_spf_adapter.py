@@ -1,8 +1,9 @@
 """The pyspf adapter: the one module that imports the untyped ``spf`` library.
 
-Owns the DNS shim and ``check_host``. pyspf's only DNS hook is its module global
-``spf.DNSLookup``; this module replaces it exactly once, at import, with ``_lookup``, which
-reads the resolver of the current check from a ContextVar. ``check_host`` sets that ContextVar
+Owns the DNS shim and ``check_host``; ``filters.spf`` imports this module only when a check
+runs, so listing filters or a pipeline without ``spf`` never imports pyspf. pyspf's only DNS
+hook is its module global ``spf.DNSLookup``; this module replaces it exactly once, at import,
+with ``_lookup``, which reads the resolver of the current check from a ContextVar. ``check_host`` sets that ContextVar
 in the worker thread, inside a copied context, so concurrent checks in different threads never
 see each other's resolver and no pyspf global changes per request (DESIGN.md, section 5). The
 lookup limits (10 DNS mechanisms, 2 void lookups) stay pyspf's defaults, which are RFC 7208's.
@@ -14,50 +15,22 @@ It must not touch any other pyspf global, and it never talks to DNS except throu
 from __future__ import annotations
 
 import contextvars
-import ipaddress
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import spf
 
 from rohrpost.dns import DnsPermError, DnsTempError, normalize_name
 
+from .spf import SpfCheck, normalize_result
+
 if TYPE_CHECKING:
     from rohrpost.dns import Resolver
 
-__all__ = ["RESULTS", "SpfCheck", "check_host", "normalize_client_ip", "normalize_result"]
-
-#: The seven RFC 7208 results, in the order of section 2.6.
-RESULTS = ("none", "neutral", "pass", "fail", "softfail", "temperror", "permerror")
-#: Results of older pyspf interfaces (RFC 4408 names) mapped to RFC 7208's.
-_OLD_NAMES = {"unknown": "permerror", "error": "temperror", "tempfail": "temperror"}
+__all__ = ["check_host"]
 
 _RESOLVER: contextvars.ContextVar[Resolver | None] = contextvars.ContextVar(
     "rohrpost_spf_resolver", default=None
 )
-
-
-def normalize_result(result: str) -> str:
-    """Map anything pyspf may return to one of ``RESULTS``.
-
-    An unexpected value becomes ``temperror``: an internal surprise must never read as
-    ``pass`` or ``fail`` (it would accept forged mail or refuse good mail).
-    """
-    value = str(result).strip().lower()
-    value = _OLD_NAMES.get(value, value)
-    return value if value in RESULTS else "temperror"
-
-
-def normalize_client_ip(text: str) -> str:
-    """Return the client address as pyspf wants it ("" when absent or not an IP).
-
-    Postfix writes ``[192.0.2.1]`` or ``IPv6:2001:db8::1`` in some places; both are accepted.
-    """
-    value = text.strip().strip("[]").removeprefix("IPv6:").removeprefix("ipv6:")
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        return ""
 
 
 def _strip_dot(name: str) -> str:
@@ -119,22 +92,6 @@ def _install() -> None:
 
 
 _install()
-
-
-@dataclass(frozen=True, slots=True)
-class SpfCheck:
-    """One ``check_host()`` outcome.
-
-    :param result: one of ``RESULTS``.
-    :param explanation: pyspf's explanation (the domain's ``exp=`` text for ``fail``).
-    :param identity: ``"mailfrom"`` or ``"helo"``.
-    :param domain: the domain checked (MAIL FROM domain, or the HELO name).
-    """
-
-    result: str
-    explanation: str
-    identity: str
-    domain: str
 
 
 def check_host(resolver: Resolver, ip: str, sender: str, helo: str, *,

@@ -11,9 +11,9 @@ authserv-id and deletes incoming ones that claim our authserv-id. This filter ad
   filters when rohrpost runs behind another MTA that already checked SPF/DKIM/DMARC. Each entry
   is ``{"authserv_id", "method", "result", "reason", "props": {ptype.property: value}}``.
 
-It must run after nothing in particular (it only reads the message) and never touches the
-header the core writes. Deletions index the message as it is after the core removed forged
-copies of our own header (the core applies that removal first).
+It only reads the message and never touches the header the core writes. Its deletions index
+the message as received; the core applies them before it counts forged copies of our own
+header (``policy.decide`` counts those on the message as the filters' changes leave it).
 """
 
 from __future__ import annotations
@@ -108,12 +108,10 @@ class AuthresFilter(Filter):
         ours = ctx.authserv_id.lower()
         upstream: list[dict[str, object]] = []
         delete: list[int] = []
-        position = 0  # index among the headers left after the core's removal of ours
-        for header in mail.message.get_all(HEADER):
+        for position, header in enumerate(mail.message.get_all(HEADER), start=1):
             authserv = authserv_id_of(header.value).lower()
             if authserv == ours:
-                continue
-            position += 1
+                continue  # the core removes these
             if authserv in self.trusted:
                 upstream.extend(parse_authres(header.value)[1])
             elif self.remove_foreign:

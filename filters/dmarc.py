@@ -16,6 +16,7 @@ and the strictest failing policy applies (RFC 7489 6.6.1).
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from ._dmarc_util import (
     from_domains,
     record_report,
 )
-from ._psl import DEFAULT_PSL, PublicSuffixList
+from ._psl import DEFAULT_PATH, PublicSuffixList
 
 SYMBOLS = {"pass": "DMARC_POLICY_ALLOW", "reject": "DMARC_POLICY_REJECT",
            "quarantine": "DMARC_POLICY_QUARANTINE", "softfail": "DMARC_POLICY_SOFTFAIL",
@@ -72,7 +73,7 @@ class DmarcOptions:
         "help": "accept failing mail whose valid ARC chain from a trusted sealer says dmarc=pass"})
     trusted_arc_sealers: list[str] = field(default_factory=list, metadata={
         "help": "ARC sealing domains trusted for arc_override (e.g. lists.example.org)"})
-    psl_file: str = field(default=DEFAULT_PSL, metadata={
+    psl_file: str = field(default=DEFAULT_PATH, metadata={
         "help": "public suffix list (Debian package publicsuffix)"})
     collect_reports: bool = field(default=True, metadata={
         "help": "store aggregate-report data for 'rohrpost dmarc report'"})
@@ -151,7 +152,7 @@ class DmarcFilter(Filter):
         return ev
 
     def _align(self, ev: Evaluation, mail: Mail, adkim: str, aspf: str) -> None:
-        org = self.psl.org_domain
+        org = functools.partial(organizational_domain, self.psl)
         for sig in dkim_results(mail):
             if sig.get("result") == "pass" and aligned(str(sig.get("domain", "")), ev.author,
                                                        adkim, org):
@@ -228,6 +229,14 @@ class DmarcFilter(Filter):
         if handling == "quarantine":
             return Verdict.of(Action.QUARANTINE, "", reason, self.name)
         return None
+
+
+def organizational_domain(psl: PublicSuffixList, domain: str) -> str:
+    """Return the organizational domain (RFC 7489 3.2): public suffix plus one label.
+
+    A domain that is itself a public suffix is its own organizational domain.
+    """
+    return psl.registered_domain(domain) or domain.lower().rstrip(".")
 
 
 FILTER = DmarcFilter

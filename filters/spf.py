@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import ipaddress
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -23,7 +24,49 @@ from rohrpost.options import OptionError
 from rohrpost.pipeline import in_networks
 from rohrpost.result import Action, AuthResult, FilterResult, Symbol, Verdict
 
-from ._spf_adapter import RESULTS, SpfCheck, check_host, normalize_client_ip
+#: The seven RFC 7208 results, in the order of section 2.6.
+RESULTS = ("none", "neutral", "pass", "fail", "softfail", "temperror", "permerror")
+#: Results of older pyspf interfaces (RFC 4408 names) mapped to RFC 7208's.
+_OLD_NAMES = {"unknown": "permerror", "error": "temperror", "tempfail": "temperror"}
+
+def normalize_result(result: str) -> str:
+    """Map anything pyspf may return to one of ``RESULTS``.
+
+    An unexpected value becomes ``temperror``: an internal surprise must never read as
+    ``pass`` or ``fail`` (it would accept forged mail or refuse good mail).
+    """
+    value = str(result).strip().lower()
+    value = _OLD_NAMES.get(value, value)
+    return value if value in RESULTS else "temperror"
+
+
+def normalize_client_ip(text: str) -> str:
+    """Return the client address as pyspf wants it ("" when absent or not an IP).
+
+    Postfix writes ``[192.0.2.1]`` or ``IPv6:2001:db8::1`` in some places; both are accepted.
+    """
+    value = text.strip().strip("[]").removeprefix("IPv6:").removeprefix("ipv6:")
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
+class SpfCheck:
+    """One ``check_host()`` outcome.
+
+    :param result: one of ``RESULTS``.
+    :param explanation: pyspf's explanation (the domain's ``exp=`` text for ``fail``).
+    :param identity: ``"mailfrom"`` or ``"helo"``.
+    :param domain: the domain checked (MAIL FROM domain, or the HELO name).
+    """
+
+    result: str
+    explanation: str
+    identity: str
+    domain: str
+
 
 #: Rspamd's symbol names for the MAIL FROM result, and its default scores.
 SYMBOLS = {
@@ -117,6 +160,8 @@ class SpfFilter(Filter):
         return ""
 
     async def _check(self, ctx: Context, ip: str, sender: str, helo: str) -> SpfCheck:
+        from ._spf_adapter import check_host
+
         resolver = ctx.resolver  # created (once) on the loop thread, used from the worker
         budget = self.opts.timeout
         call = functools.partial(check_host, resolver, ip, sender, helo, total_timeout=budget)

@@ -27,7 +27,7 @@ MAX_LINE = 78
 
 
 def fold(name: str, value: str, eol: bytes = b"\n") -> bytes:
-    """Render ``Name: value`` folded at white space so lines stay near 78 characters.
+    r"""Render ``Name: value`` folded at white space so lines stay near 78 characters.
 
     Explicit ``"\\n\\t"`` folds in ``value`` (used for Authentication-Results) are kept.
     """

@@ -155,7 +155,7 @@ def normalize_name(name: str | bytes) -> str:
     if not text or any(ord(c) <= 0x20 or c in "\x7f\\" for c in text):
         raise DnsPermError(f"malformed domain name {name!r}")
     if not text.isascii():
-        import dns.name  # noqa: PLC0415 - dnspython is imported lazily, see module docstring
+        import dns.name
 
         try:
             text = dns.name.from_unicode(text).to_text(omit_final_dot=True)
@@ -228,9 +228,9 @@ class Resolver:
     """
 
     def __init__(self, config: DnsConfig, clock: Callable[[], float] = time.monotonic) -> None:
-        import dns.asyncresolver  # noqa: PLC0415 - lazy, see module docstring
-        import dns.nameserver  # noqa: PLC0415
-        import dns.resolver  # noqa: PLC0415
+        import dns.asyncresolver
+        import dns.nameserver
+        import dns.resolver
 
         self._config = config
         self._cache = _Cache(config.cache_size, clock)
@@ -253,7 +253,7 @@ class Resolver:
 
     def _start(self, name: str | bytes, rdtype: str) -> tuple[tuple[str, str], DnsAnswer | None]:
         """Validate the question (unknown rdtype: ValueError); return key and cached answer."""
-        import dns.rdatatype  # noqa: PLC0415
+        import dns.rdatatype
 
         try:
             key = (normalize_name(name), dns.rdatatype.to_text(dns.rdatatype.from_text(rdtype)))
@@ -364,7 +364,7 @@ class Resolver:
         self, key: tuple[str, str], response: dns.message.Message | None, *, nxdomain: bool
     ) -> DnsAnswer:
         """Cache NXDOMAIN/NODATA for the SOA's negative TTL, capped by ``negative_ttl``."""
-        import dns.rdatatype  # noqa: PLC0415
+        import dns.rdatatype
 
         ttl = self._config.negative_ttl
         for rrset in response.authority if response is not None else ():
@@ -376,9 +376,9 @@ class Resolver:
 
     def _failed(self, key: tuple[str, str], exc: BaseException) -> DnsAnswer:
         """Classify a dnspython failure: NXDOMAIN is an answer, the rest raise a DnsError."""
-        import dns.exception  # noqa: PLC0415
-        import dns.message  # noqa: PLC0415
-        import dns.resolver  # noqa: PLC0415
+        import dns.exception
+        import dns.message
+        import dns.resolver
 
         if isinstance(exc, dns.resolver.NXDOMAIN):
             responses = list(exc.responses().values())  # type: ignore[no-untyped-call]

@@ -45,7 +45,8 @@ class Stage(enum.IntEnum):
         try:
             return cls[key]
         except KeyError:
-            raise ValueError(f"unknown stage {text!r}: use connect, helo, mail, rcpt or eom") from None
+            raise ValueError(
+                f"unknown stage {text!r}: use connect, helo, mail, rcpt or eom") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,4 +183,4 @@ class Filter(abc.ABC):
 
     async def aclose(self) -> None:
         """Release resources held across messages (connections); default: nothing."""
-        return None
+        return

@@ -30,8 +30,8 @@ def setup_logging(level: str = "info", target: str = "stderr", fmt: str = "text"
     """Configure the ``rohrpost`` logger once per process (CLI entry points call this)."""
     logger = logging.getLogger("rohrpost")
     logger.setLevel(os.environ.get("ROHRPOST_LOG_LEVEL", level).upper())
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
     handler: logging.Handler
     if target == "syslog" and os.path.exists("/dev/log"):
         handler = logging.handlers.SysLogHandler(

@@ -48,7 +48,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _convert(tp: Any, value: Any, path: str, from_text: bool) -> Any:  # noqa: PLR0911, PLR0912, C901
+def _convert(tp: Any, value: Any, path: str, from_text: bool) -> Any:  # noqa: PLR0911
     origin = get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in get_args(tp) if a is not type(None)]
@@ -58,7 +58,8 @@ def _convert(tp: Any, value: Any, path: str, from_text: bool) -> Any:  # noqa: P
     if origin is Literal:
         allowed = get_args(tp)
         if value not in allowed:
-            raise OptionError(path, f"must be one of {', '.join(map(repr, allowed))}, not {value!r}",
+            choices = ", ".join(map(repr, allowed))
+            raise OptionError(path, f"must be one of {choices}, not {value!r}",
                               suggest(str(value), [str(a) for a in allowed]))
         return value
     if origin in (list, tuple, Sequence):
@@ -81,13 +82,14 @@ def _convert(tp: Any, value: Any, path: str, from_text: bool) -> Any:  # noqa: P
     return _scalar(tp, value, path, from_text)
 
 
-def _scalar(tp: Any, value: Any, path: str, from_text: bool) -> Any:  # noqa: PLR0911
+def _scalar(tp: Any, value: Any, path: str, from_text: bool) -> Any:  # noqa: PLR0911, PLR0912
     if tp is Any:
         return value
     if tp is bool:
         if isinstance(value, bool):
             return value
-        if from_text and isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        words = ("1", "true", "yes", "on", "0", "false", "no", "off")
+        if from_text and isinstance(value, str) and value.lower() in words:
             return value.lower() in ("1", "true", "yes", "on")
         raise OptionError(path, f"must be true or false, not {value!r}")
     if tp is int:

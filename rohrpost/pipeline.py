@@ -132,8 +132,8 @@ def in_networks(ip: str, networks: Sequence[str]) -> bool:
 def domain_matches(domain: str, patterns: Sequence[str]) -> bool:
     """True when ``domain`` equals a pattern or is below a ``.suffix`` pattern."""
     domain = domain.lower()
-    for pat in patterns:
-        pat = pat.lower()
+    for pattern in patterns:
+        pat = pattern.lower()
         if domain == pat.lstrip(".") or (pat.startswith(".") and domain.endswith(pat)):
             return True
     return False
@@ -168,7 +168,8 @@ class Session:
     def new_message(self) -> None:
         """Forget message-level results; keep what CONNECT and HELO found."""
         self.runs = [r for r in self.runs if r.stage <= Stage.HELO]
-        if self.verdict is not None and not any(r.result.verdict is self.verdict for r in self.runs):
+        kept = any(r.result.verdict is self.verdict for r in self.runs)
+        if self.verdict is not None and not kept:
             self.verdict = None
         self.rcpt_verdicts = {}
 

@@ -7,6 +7,7 @@ made here and checked on every use, so no path can be smuggled in through an id.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -111,10 +112,8 @@ class Quarantine:
         """Remove ``qid`` (message first, then metadata)."""
         self.entry(qid)
         for ext in ("eml", "json"):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._path(qid, ext))
-            except FileNotFoundError:
-                pass
         _fsync_dir(self.directory)
 
 

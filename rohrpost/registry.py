@@ -1,4 +1,4 @@
-"""Find filters by name: ``dkim-verify`` is the class ``FILTER`` in ``rohrpost.filters.dkim_verify``.
+"""Find filters by name: ``dkim-verify`` is class ``FILTER`` in ``rohrpost.filters.dkim_verify``.
 
 Owns name-to-class lookup and the list of available filters. Modules are imported only when a
 filter is used, so a pipeline pays start-up time only for its own filters.

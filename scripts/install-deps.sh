@@ -6,6 +6,7 @@
 #   scripts/install-deps.sh            install what is missing
 #   scripts/install-deps.sh --check    only report; exit 1 if something is missing
 #   scripts/install-deps.sh --no-apt   skip Debian packages   (--no-venv: skip the virtualenv)
+#   scripts/install-deps.sh --minimal  only what `make run` needs (libmilter-dev, a C compiler)
 #
 # Environment: ROHRPOST_VENV (default: <repo>/.venv), PYTHON (default: python3; >= 3.11).
 #
@@ -18,12 +19,13 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${ROHRPOST_VENV:-$REPO/.venv}
 PYTHON=${PYTHON:-python3}
-CHECK=0 APT=1 VENV_STEP=1
+CHECK=0 APT=1 VENV_STEP=1 MINIMAL=0
 for arg in "$@"; do
     case $arg in
         --check) CHECK=1 ;;
         --no-apt) APT=0 ;;
         --no-venv) VENV_STEP=0 ;;
+        --minimal) MINIMAL=1 ;;
         -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "install-deps: unknown argument: $arg" >&2; exit 2 ;;
     esac
@@ -37,8 +39,9 @@ PACKAGES=(
     redis-server procmail fetchmail getmail6 swaks
     spamassassin spamd spamc
     clamav clamav-daemon clamdscan clamav-testfiles
-    opendkim-tools openssl ssl-cert ca-certificates
+    opendkim-tools openssl ssl-cert ca-certificates publicsuffix
 )
+if [ "$MINIMAL" = 1 ]; then PACKAGES=(libmilter-dev gcc libc6-dev); fi
 # system services these packages may start, with the pid file of the system instance
 # (pid files, not init-script "status": Debian's postfix script says 0 with no main.cf at all)
 SERVICES=(

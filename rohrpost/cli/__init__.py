@@ -17,13 +17,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("rohrpost.cli.pipe:run_cmd", "Run the pipeline on stdin, write the result to stdout."),
     "filter": ("rohrpost.cli.pipe:filter_cmd", "Run one filter alone on stdin; --list lists them."),
     "check": ("rohrpost.cli.check:check_cmd", "Show what each filter finds in message files."),
-    "deliver": ("rohrpost.cli.deliver:deliver_cmd", "Deliver stdin to maildir/mbox/lmtp/smtp/pipe."),
+    "deliver": ("rohrpost.cli.deliver:deliver_cmd",
+                "Deliver stdin to maildir/mbox/lmtp/smtp/pipe."),
     "milter": ("rohrpost.cli.miltercmd:milter_cmd", "Serve the pipeline to Postfix as a milter."),
     "serve": ("rohrpost.cli.servecmd:serve_cmd", "SMTP/LMTP receiver (content_filter, LMTP)."),
     "config": ("rohrpost.cli.configcmd:config_group", "Validate pipeline.toml."),
+    "dkim": ("rohrpost.cli.dkimcmd:dkim_group", "DKIM keys: keygen, check."),
     "dmarc": ("rohrpost.cli.dmarccmd:dmarc_group", "DMARC aggregate reports."),
     "quarantine": ("rohrpost.cli.quarantinecmd:quarantine_group",
                    "List, show, release or delete quarantined mail."),
+    "learn": ("rohrpost.cli.learncmd:learn_cmd",
+              "Teach spamd's Bayes: --spam/--ham FILE|MAILDIR."),
 }
 
 
@@ -49,7 +53,7 @@ class LazyGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
-    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def main(self, *args: Any, **kwargs: Any) -> Any:
         """Run; exit statuses follow sysexits.h instead of click's 1 and 2.
 
         A usage error exits 64 (EX_USAGE), or 75 (EX_TEMPFAIL) for commands an MTA calls, so

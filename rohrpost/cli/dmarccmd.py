@@ -12,6 +12,7 @@ opens the store and resolver from pipeline.toml, prints the plan, and sends by S
 from __future__ import annotations
 
 import asyncio
+import functools
 import smtplib
 import time
 from typing import Any
@@ -67,22 +68,24 @@ def report_cmd(  # noqa: PLR0917 - click passes every option as an argument
 async def _report(config: Any, day: str, allowed: list[str], *, org: str, sender: str,
                   smtp_addr: str, force: bool, dry_run: bool) -> int:
     # imported here: the filters package and dnspython load only when reports are made
-    from rohrpost.filters._dmarc_report import (  # noqa: PLC0415
+    from rohrpost.filters._dmarc_report import (
         Reporter,
         plan_reports,
         report_message,
     )
-    from rohrpost.filters._dmarc_util import SENT_PREFIX  # noqa: PLC0415
-    from rohrpost.filters._psl import DEFAULT_PSL, PublicSuffixList  # noqa: PLC0415
-    from rohrpost.services import make_services  # noqa: PLC0415
+    from rohrpost.filters._dmarc_util import SENT_PREFIX
+    from rohrpost.filters._psl import DEFAULT_PATH, PublicSuffixList
+    from rohrpost.filters.dmarc import organizational_domain
+    from rohrpost.services import make_services
 
-    psl = PublicSuffixList.load(_setting(config, "psl_file", DEFAULT_PSL))
+    psl = PublicSuffixList.load(_setting(config, "psl_file", DEFAULT_PATH))
     services = make_services(config)
     reporter = Reporter(org, sender or f"postmaster@{config.hostname}", config.hostname)
     status = 0
     try:
         plans = await plan_reports(services.store, services.resolver, day, allowed,
-                                   psl.org_domain, force=force)
+                                   functools.partial(organizational_domain, psl),
+                                   force=force)
         for plan in plans:
             for why in plan.skipped:
                 click.echo(f"skip-destination {plan.domain} {why}")

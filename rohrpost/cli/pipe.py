@@ -49,11 +49,12 @@ def run_pipe(config: Config, pipeline: Pipeline, args: EnvelopeArgs, deliver: st
         envelope = envelope_for_pipe(args, os.environ, message)
     except EnvelopeError as exc:
         fail(EX_TEMPFAIL, "4.3.5", str(exc))
-    return asyncio.run(_run_async(config, pipeline, envelope, message, deliver, mode))
+    return asyncio.run(_run_async(config, pipeline, envelope, message, deliver=deliver,
+                                 mode=mode))
 
 
 async def _run_async(config: Config, pipeline: Pipeline, envelope: Any, message: Message,
-                     deliver: str | None, mode: str) -> int:
+                     *, deliver: str | None, mode: str) -> int:
     from rohrpost.runner import log_outcome, process
     from rohrpost.services import make_services
 
@@ -146,7 +147,7 @@ def run_cmd(config_path: str | None, deliver: str | None, **kwargs: Any) -> int:
 @envelope_options
 @click.pass_context
 @tempfail_on_crash
-def filter_cmd(ctx: click.Context, name: str | None, list_filters: bool,
+def filter_cmd(ctx: click.Context, /, name: str | None, list_filters: bool,
                config_path: str | None, **kwargs: Any) -> int:
     """Run one filter alone on stdin → stdout: rohrpost filter NAME [--option VALUE]...
 

@@ -75,7 +75,7 @@ def open_store(
         )
     backend, prefix, timeout = _text(config, "backend"), _text(config, "prefix"), _timeout(config)
     if backend == "sqlite":
-        from rohrpost.store.sqlite import SqliteStore  # noqa: PLC0415 - lazy by design
+        from rohrpost.store.sqlite import SqliteStore
 
         synchronous = _text(config, "synchronous").upper()
         if synchronous not in ("FULL", "NORMAL"):
@@ -88,7 +88,7 @@ def open_store(
         url = _text(config, "url")
         if not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"[state] url must be redis://, rediss:// or unix://, got {url!r}")
-        from rohrpost.store.redis_store import RedisStore  # noqa: PLC0415 - lazy by design
+        from rohrpost.store.redis_store import RedisStore
 
         try:
             return RedisStore(url, prefix=prefix, timeout=timeout)

@@ -64,4 +64,4 @@ def test_parser_never_crashes(text: str) -> None:
 def test_contrib_example_validates() -> None:
     path = Path(__file__).resolve().parents[2] / "contrib" / "pipeline-auth.toml"
     pipeline = Pipeline.build(load_config(str(path)))
-    assert [s.name for s in pipeline.steps] == ["spf", "dmarc", "authres"]
+    assert [s.name for s in pipeline.steps] == ["spf", "dkim-verify", "arc-verify", "dmarc", "authres"]

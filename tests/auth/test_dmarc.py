@@ -3,6 +3,7 @@ multiple From fields, overrides, report data, and property tests of the record p
 
 from __future__ import annotations
 
+import functools
 import time
 
 import pytest
@@ -17,7 +18,7 @@ from rohrpost.filters._dmarc_record import (
     render,
 )
 from rohrpost.filters._psl import PublicSuffixList
-from rohrpost.filters.dmarc import DmarcFilter, DmarcOptions
+from rohrpost.filters.dmarc import DmarcFilter, DmarcOptions, organizational_domain
 
 from rohrpost.envelope import Envelope
 from rohrpost.result import Action, FilterResult
@@ -25,6 +26,7 @@ from tests.auth.helpers import make_context, make_resolver, make_services, run_f
 from tests.support.dnsserver import TestDnsServer
 
 PSL = PublicSuffixList.load()
+ORG = functools.partial(organizational_domain, PSL)
 
 
 def msg(from_: str, extra: str = "") -> bytes:
@@ -65,7 +67,7 @@ def run(server: TestDnsServer, message: bytes, prior: tuple[tuple[str, FilterRes
     ("", "example.com", "r", False),
 ])
 def test_alignment_matrix(ident: str, author: str, mode: str, want: bool) -> None:
-    assert aligned(ident, author, mode, PSL.org_domain) is want
+    assert aligned(ident, author, mode, ORG) is want
 
 
 @pytest.mark.parametrize(("domain", "org"), [
@@ -75,7 +77,7 @@ def test_alignment_matrix(ident: str, author: str, mode: str, want: bool) -> Non
     ("foo.unknowntld", "foo.unknowntld"),
 ])
 def test_psl_org_domain(domain: str, org: str) -> None:
-    assert PSL.org_domain(domain) == org
+    assert ORG(domain) == org
 
 
 def test_tree_walk_names() -> None:

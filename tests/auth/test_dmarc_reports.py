@@ -5,6 +5,7 @@ and ``rohrpost dmarc report`` (--dry-run and a real send to a loopback SMTP catc
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
 import os
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from rohrpost.filters._dmarc_report import Plan, Reporter, build_report, plan_reports
 from rohrpost.filters._psl import PublicSuffixList
-from rohrpost.filters.dmarc import DmarcFilter, DmarcOptions
+from rohrpost.filters.dmarc import DmarcFilter, DmarcOptions, organizational_domain
 
 from rohrpost.envelope import Envelope
 from rohrpost.result import FilterResult
@@ -25,6 +26,7 @@ from tests.support.dnsserver import TestDnsServer
 
 ROOT = Path(__file__).resolve().parents[2]
 PSL = PublicSuffixList.load()
+ORG = functools.partial(organizational_domain, PSL)
 DAY = time.strftime("%Y%m%d", time.gmtime(FIXED_NOW))
 
 
@@ -46,7 +48,7 @@ def test_gating_and_external_verification(dmarc_dns: TestDnsServer) -> None:
     feed(dmarc_dns, store, "x@stranger.test")                           # never passed
     resolver = make_resolver(dmarc_dns.address)
     plans = {p.domain: p for p in asyncio.run(
-        plan_reports(store, resolver, DAY, [], PSL.org_domain))}
+        plan_reports(store, resolver, DAY, [], ORG))}
     report = plans["report.test"]
     assert report.reason == "" and len(report.rows) == 2
     # same org: no check; verified third party; unverified third party skipped
@@ -54,7 +56,7 @@ def test_gating_and_external_verification(dmarc_dns: TestDnsServer) -> None:
     assert len(report.skipped) == 1 and "unverified@elsewhere.example" in report.skipped[0]
     assert plans["stranger.test"].reason.startswith("no established relationship")
     allowed = {p.domain: p for p in asyncio.run(
-        plan_reports(store, resolver, DAY, ["stranger.test"], PSL.org_domain))}
+        plan_reports(store, resolver, DAY, ["stranger.test"], ORG))}
     assert allowed["stranger.test"].destinations == ["agg@stranger.test"]
 
 

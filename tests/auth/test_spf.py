@@ -16,8 +16,15 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from rohrpost.filters._spf_adapter import RESULTS, check_host, normalize_result
-from rohrpost.filters.spf import SYMBOLS, SpfFilter, SpfOptions, symbol_for
+from rohrpost.filters._spf_adapter import check_host
+from rohrpost.filters.spf import (
+    RESULTS,
+    SYMBOLS,
+    SpfFilter,
+    SpfOptions,
+    normalize_result,
+    symbol_for,
+)
 
 from rohrpost.config import parse_config
 from rohrpost.envelope import Envelope

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 import yaml
-from rohrpost.filters._spf_adapter import check_host, normalize_client_ip
-from rohrpost.filters.spf import SpfFilter, SpfOptions
+from rohrpost.filters._spf_adapter import check_host
+from rohrpost.filters.spf import SpfFilter, SpfOptions, normalize_client_ip
 
 from rohrpost.envelope import Envelope
 from tests.auth.helpers import make_context, make_resolver, make_services, run_filter

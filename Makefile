@@ -1,0 +1,47 @@
+# rohrpost: the two commands a newcomer needs are `make run` and `make test`.
+#
+#   make run     the default pipeline.toml as an SMTP receiver on 127.0.0.1:10025, delivering
+#                into ./var/Maildir (no external daemon needed)
+#   make test    every test (installs the Debian packages and Python dependencies it needs)
+#   make lint    ruff + mypy --strict          make bench   benchmarks (see docs/performance.md)
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: run test deps deps-run lint typecheck unit integration bench clean
+
+deps-run:
+	@scripts/install-deps.sh --minimal
+
+deps:
+	@scripts/install-deps.sh
+
+run: deps-run
+	@mkdir -p var
+	@echo "rohrpost: SMTP receiver on 127.0.0.1:10025 -> maildir:var/Maildir (Ctrl-C stops)"
+	@echo "try:  swaks --server 127.0.0.1:10025 --to bob@example.net --from alice@example.org"
+	$(PY) bin/rohrpost serve -c pipeline.toml
+
+lint: deps
+	$(VENV)/bin/ruff check rohrpost filters bin tests
+	$(VENV)/bin/mypy --strict rohrpost filters
+
+typecheck: lint
+
+test: deps
+	$(VENV)/bin/ruff check rohrpost filters bin tests
+	$(VENV)/bin/mypy --strict rohrpost filters
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+unit: deps
+	$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS)
+
+integration: deps
+	$(PY) -m pytest -q -m integration $(PYTEST_ARGS)
+
+bench: deps
+	$(PY) -m bench $(if $(QUICK),--quick,)
+
+clean:
+	rm -rf var build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,177 @@
+"""The command-line contract: run, filter, check, deliver, config check, quarantine."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = str(ROOT / "bin" / "rohrpost")
+PIPELINE = str(ROOT / "pipeline.toml")
+
+HAM = b"From: alice@example.org\nTo: bob@example.net\nSubject: hello\nList-Id: <l.example>\n\nhi\n"
+SPAMMY = b"From: alice@example.org\nSubject: Buy NOW cheap\n\nhi\n"
+PARTNER = (b"Return-Path: <x@partner.example>\nFrom: x@partner.example\nSubject: contract\n\n"
+           b"see attachment\n")
+
+
+def rp(*args: str, data: bytes = b"", env: dict[str, str] | None = None,
+       cwd: str | None = None) -> subprocess.CompletedProcess[bytes]:
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("SENDER", "RECIPIENT", "ROHRPOST_CONFIG")}
+    environ.update(env or {})
+    return subprocess.run([BIN, *args], input=data, capture_output=True, timeout=60,
+                          env=environ, cwd=cwd, check=False)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> str:
+    text = Path(PIPELINE).read_text()
+    path = tmp_path / "pipeline.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_run_accepts_and_writes_headers(config: str) -> None:
+    res = rp("run", "-c", config, "--sender", "alice@example.org", "--recipient",
+             "bob@example.net", data=HAM)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert out.endswith(b"\n\nhi\n")
+    assert b"X-Newsletter: yes\n" in out
+    assert b"X-Spam-Status: No, score=2.5 required=5.0 tests=NEWSLETTER" in out
+    assert b"X-Rohrpost-Result: action=accept score=2.5 symbols=NEWSLETTER(2.5)" in out
+    assert b"mode=run" in res.stderr and b"action=accept" in res.stderr
+
+
+def test_reject_exits_77_with_enhanced_code_and_writes_nothing(config: str) -> None:
+    res = rp("run", "-c", config, data=SPAMMY)
+    assert res.returncode == 77
+    assert res.stdout == b""
+    assert b"5.7.1 Blocked by local policy" in res.stderr
+
+
+def test_quarantine_keeps_a_copy_and_marks_the_output(config: str, tmp_path: Path) -> None:
+    res = rp("run", "-c", config, data=PARTNER)
+    assert res.returncode == 0, res.stderr
+    assert b"X-Rohrpost-Action: quarantine\n" in res.stdout
+    listed = rp("quarantine", "list", "-c", config, "--json")
+    entries = json.loads(listed.stdout)
+    assert len(entries) == 1
+    assert entries[0]["mail_from"] == "x@partner.example"
+    assert entries[0]["symbols"] == ["HOLD_FOR_REVIEW"]
+    qid = entries[0]["id"]
+    shown = rp("quarantine", "show", "-c", config, qid, "--raw")
+    assert b"see attachment" in shown.stdout
+    maildir = tmp_path / "released"
+    rel = rp("quarantine", "release", "-c", config, qid, "--to", f"maildir:{maildir}")
+    assert rel.returncode == 0, rel.stderr
+    assert len(list((maildir / "new").iterdir())) == 1
+    assert json.loads(rp("quarantine", "list", "-c", config, "--json").stdout) == []
+    assert rp("quarantine", "show", "-c", config, "../../etc/passwd").returncode == 66
+
+
+def test_run_with_deliver(config: str, tmp_path: Path) -> None:
+    maildir = tmp_path / "Maildir"
+    res = rp("run", "-c", config, "--deliver", f"maildir:{maildir}", "-r", "bob@example.net",
+             data=HAM)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == b""
+    (msg,) = list((maildir / "new").iterdir())
+    body = msg.read_bytes()
+    assert b"Delivered-To: bob@example.net" in body and b"X-Newsletter: yes" in body
+    assert list((maildir / "tmp").iterdir()) == []
+    res = rp("run", "-c", config, "--deliver", f"maildir:{maildir}", data=PARTNER)
+    assert res.returncode == 0
+    assert len(list((maildir / "new").iterdir())) == 1  # quarantined, not delivered
+
+
+@pytest.mark.parametrize(("args", "data"), [
+    (("run", "--bogus"), HAM),
+    (("run", "--client-ip", "not-an-ip"), HAM),
+    (("run",), b""),
+    (("run",), b"\n\n"),
+    (("deliver", "nowhere:x"), HAM),
+    (("filter", "nosuchfilter"), HAM),
+    (("filter", "size", "--max-size", "many"), HAM),
+])
+def test_mta_facing_problems_are_tempfail(config: str, args: tuple[str, ...], data: bytes) -> None:
+    res = rp(*args[:1], "-c", config, *args[1:], data=data) if args[0] != "deliver" \
+        else rp(*args, data=data)
+    assert res.returncode == 75, res.stderr
+    assert res.stdout == b""
+    assert res.stderr.strip()
+
+
+def test_bad_config_is_tempfail_for_run_and_78_for_config_check(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[pipeline]\n\n[[filter]]\nuse = "rules"\n[[filter.rule]]\nname = "X"\n'
+                   'header = "Subject"\nregexx = "a"\n')
+    res = rp("run", "-c", str(bad), data=HAM)
+    assert res.returncode == 75
+    assert f"{bad}:8".encode() in res.stderr
+    assert b"regexx" in res.stderr and b"did you mean 'regex'" in res.stderr
+    chk = rp("config", "check", "-c", str(bad))
+    assert chk.returncode == 78
+    assert f"{bad}:8".encode() in chk.stderr
+    ok = rp("config", "check", "-c", PIPELINE)
+    assert ok.returncode == 0 and b"OK (4 filters" in ok.stdout
+
+
+def test_filter_alone_with_options(config: str) -> None:
+    res = rp("filter", "size", "--max-size", "10", data=HAM)
+    assert res.returncode == 69
+    assert b"5.3.4" in res.stderr
+    res = rp("filter", "size", "--max-size=100000", "--score-over", "10", data=HAM)
+    assert res.returncode == 0
+    assert b"SIZE_LARGE(1)" in res.stdout
+    listing = rp("filter", "--list")
+    assert listing.returncode == 0
+    for name in (b"rules", b"size", b"received", b"headers"):
+        assert b"\n" + name + b"  [" in b"\n" + listing.stdout
+
+
+def test_check_table_and_json(config: str, tmp_path: Path) -> None:
+    files = []
+    for i, data in enumerate((HAM, SPAMMY, PARTNER)):
+        f = tmp_path / f"m{i}.eml"
+        f.write_bytes(data)
+        files.append(str(f))
+    res = rp("check", "-c", config, "--json", *files)
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert [d["action"] for d in data] == ["accept", "reject", "quarantine"]
+    assert data[1]["reply"] == "550 5.7.1 Blocked by local policy"
+    rules = next(f for f in data[0]["filters"] if f["name"] == "rules")
+    assert rules["symbols"][0]["name"] == "NEWSLETTER"
+    assert any("X-Newsletter" in c for c in rules["changes"])
+    table = rp("check", "-c", config, *files)
+    assert b"=> REJECT" in table.stdout and b"NEWSLETTER(2.5)" in table.stdout
+    # check changes nothing: no quarantine entry was made
+    assert json.loads(rp("quarantine", "list", "-c", config, "--json").stdout) == []
+    assert rp("check", "-c", config, str(tmp_path / "missing.eml")).returncode == 66
+
+
+def test_envelope_from_postfix_environment(config: str, tmp_path: Path) -> None:
+    maildir = tmp_path / "md"
+    res = rp("run", "-c", config, "--deliver", f"maildir:{maildir}", data=HAM,
+             env={"SENDER": "env@example.org", "RECIPIENT": "rcpt@example.net"})
+    assert res.returncode == 0, res.stderr
+    assert b"sources=mail_from=environment SENDER,rcpts=environment RECIPIENT" in res.stderr
+    (msg,) = list((maildir / "new").iterdir())
+    assert msg.read_bytes().startswith(b"Return-Path: <env@example.org>\nDelivered-To: "
+                                       b"rcpt@example.net\n")
+
+
+def test_deliver_command(tmp_path: Path) -> None:
+    mbox = tmp_path / "mbox"
+    res = rp("deliver", f"mbox:{mbox}", "--sender", "a@example.org", "-r", "b@example.net",
+             data=HAM)
+    assert res.returncode == 0, res.stderr
+    assert mbox.read_bytes().startswith(b"From a@example.org ")
+    res = rp("deliver", "pipe:/bin/sh -c 'exit 67'", data=HAM)
+    assert res.returncode == 67
