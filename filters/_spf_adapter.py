@@ -3,9 +3,10 @@
 Owns the DNS shim and ``check_host``; ``filters.spf`` imports this module only when a check
 runs, so listing filters or a pipeline without ``spf`` never imports pyspf. pyspf's only DNS
 hook is its module global ``spf.DNSLookup``; this module replaces it exactly once, at import,
-with ``_lookup``, which reads the resolver of the current check from a ContextVar. ``check_host`` sets that ContextVar
-in the worker thread, inside a copied context, so concurrent checks in different threads never
-see each other's resolver and no pyspf global changes per request (DESIGN.md, section 5). The
+with ``_lookup``, which reads the resolver of the current check from a ContextVar.
+``check_host`` sets that ContextVar in the worker thread, inside a copied context, so
+concurrent checks in different threads never see each other's resolver and no pyspf global
+changes per request (DESIGN.md, section 5). The
 lookup limits (10 DNS mechanisms, 2 void lookups) stay pyspf's defaults, which are RFC 7208's.
 
 It must not touch any other pyspf global, and it never talks to DNS except through
