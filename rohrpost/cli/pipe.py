@@ -71,9 +71,22 @@ async def _run_async(config: Config, pipeline: Pipeline, envelope: Any, message:
         click.echo(f"{verdict.reply.enhanced} {verdict.reply.text}", err=True)
         return exit_code_for(verdict.reply)
     out = done.message
-    if verdict.action is Action.QUARANTINE:
+    sorting = None
+    if deliver and "deliver" in config.raw:
+        from rohrpost.cli.sortcmd import load_sorting
+
+        sorting = load_sorting(config)
+    to_junk = (verdict.action is Action.QUARANTINE and sorting is not None
+               and sorting.quarantine_to_junk)
+    if verdict.action is Action.QUARANTINE and not to_junk:
         qid = _quarantine(config, out.raw, done.envelope, outcome)
         click.echo(f"2.0.0 quarantined as {qid}: {verdict.reason}", err=True)
+    if deliver and sorting is not None and verdict.action is not Action.DISCARD \
+            and (verdict.action is not Action.QUARANTINE or to_junk):
+        from rohrpost.cli.sortcmd import deliver_sorted_code
+
+        return await deliver_sorted_code(config, sorting, deliver, out.raw, done.envelope,
+                                         spam=outcome.is_spam or to_junk)
     if verdict.action in (Action.QUARANTINE, Action.DISCARD):
         if deliver:
             return 0
