@@ -35,17 +35,9 @@ _MACRO_SPACE = (
     "whitespace or control characters before any query (names come from hostile mail), so the "
     "a: mechanism finds no address and -all gives fail instead of pass. Kept on purpose."
 )
-_CNAME_LOOP = (
-    "RFC 7208 5.5/7 (skip a PTR name whose A lookup fails; RFC 1034 3.6.2 CNAME loop): "
-    "dnspython reports the loop as NoNameservers wrapping 'CNAME chain is too long', which "
-    "rohrpost.dns (branch dns) maps to DnsTempError instead of the DnsPermError its contract "
-    "names for CNAME loops, so pyspf sees TempError -> temperror. Fix belongs in rohrpost.dns; "
-    "with it the shim returns an empty answer and the result becomes neutral."
-)
 EXPECTED_FAILURES: dict[tuple[str, str], str] = {
     ("rfc7208-tests.yml", "macro-mania-in-domain"): _MACRO_SPACE,
     ("rfc4408-tests.yml", "macro-mania-in-domain"): _MACRO_SPACE,
-    ("rfc7208-tests.yml", "ptr-cname-loop"): _CNAME_LOOP,
 }
 
 
