@@ -17,6 +17,7 @@ from rohrpost.cli.common import (
     envelope_options,
     fail,
     read_message,
+    report_exit,
     tempfail_on_crash,
 )
 from rohrpost.envsource import EnvelopeError, envelope_for_pipe
@@ -64,8 +65,4 @@ def deliver_cmd(dest: str, config_path: str | None, **kwargs: Any) -> int:
             return asyncio.run(deliver_sorted_code(config, section, dest, raw, envelope,
                                                    spam=None))
     report = deliver(destination, raw, envelope)
-    for outcome in report.outcomes:
-        if outcome.reply.code >= 400:
-            click.echo(f"{outcome.reply.enhanced} {outcome.rcpt or '-'}: {outcome.reply.text}",
-                       err=True)
-    return int(report.exit_code)
+    return report_exit(report)

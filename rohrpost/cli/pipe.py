@@ -23,6 +23,7 @@ from rohrpost.cli.common import (
     fail,
     load_or_exit,
     read_message,
+    report_exit,
     tempfail_on_crash,
 )
 from rohrpost.config import Config, ConfigError, FilterSpec
@@ -123,11 +124,7 @@ def _deliver(spec: str, raw: bytes, envelope: Any) -> int:
     except DestinationError as exc:
         fail(EX_TEMPFAIL, "4.3.5", f"bad destination: {exc}")
     report = deliver(dest, raw, envelope)
-    for outcome in report.outcomes:
-        if outcome.reply.code >= 400:
-            click.echo(f"{outcome.reply.enhanced} {outcome.rcpt or '-'}: {outcome.reply.text}",
-                       err=True)
-    return int(report.exit_code)
+    return report_exit(report)
 
 
 @click.command("run", cls=MtaCommand)

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import click
-
-from rohrpost.cli.common import fail
+from rohrpost.cli.common import fail, report_exit
 from rohrpost.config import Config, ConfigError
 from rohrpost.envelope import Envelope
 from rohrpost.sysexits import EX_TEMPFAIL
@@ -50,8 +48,4 @@ async def deliver_sorted_code(config: Config, section: DeliverSection, spec: str
         fail(EX_TEMPFAIL, "4.3.0", f"state store unavailable for duplicate suppression: {exc}")
     finally:
         await services.aclose()
-    for outcome in result.report.outcomes:
-        if outcome.reply.code >= 400:
-            click.echo(f"{outcome.reply.enhanced} {outcome.rcpt or '-'}: {outcome.reply.text}",
-                       err=True)
-    return int(result.report.exit_code)
+    return report_exit(result.report)
