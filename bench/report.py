@@ -29,7 +29,8 @@ def rows(results: Sequence[ConfigResult]) -> list[list[str]]:
     for res in results:
         cfg = res.cfg
         if res.error or not res.plain:
-            out.append([cfg.job, cfg.tool, res.error or "no runs"] + ["-"] * 8 + [res.check])
+            out.append([cfg.job, cfg.tool, short_error(res.error or "no runs")] + ["-"] * 8
+                       + [res.check])
             continue
         rate, cpu = _rates(res.plain), _cpu(res.plain)
         ref = by_key.get(cfg.reference) if cfg.reference else None
@@ -46,9 +47,26 @@ def rows(results: Sequence[ConfigResult]) -> list[list[str]]:
     return out
 
 
+def short_error(text: str, limit: int = 70) -> str:
+    """An error cut to ``limit`` characters for the table (the full text goes in the notes)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def notes(results: Sequence[ConfigResult]) -> str:
+    """Full error texts and per-row notes, below the table."""
+    lines = []
+    for res in results:
+        if res.error and len(" ".join(res.error.split())) > 70:
+            lines.append(f"- {res.cfg.job} / {res.cfg.tool}: {' '.join(res.error.split())}")
+        if res.cfg.notes:
+            lines.append(f"- {res.cfg.job} / {res.cfg.tool}: {res.cfg.notes}")
+    return ("\nNotes:\n" + "\n".join(lines) + "\n") if lines else ""
+
+
 def milter_table(results: Sequence[ConfigResult]) -> str:
-    """The Markdown table of the milter configurations."""
-    return markdown_table(HEADER, rows(results))
+    """The Markdown table of the milter configurations, with notes."""
+    return markdown_table(HEADER, rows(results)) + notes(results)
 
 
 LEGEND = """

@@ -75,7 +75,7 @@ def pyspf_milter_conf(d: Path, port: int) -> str:
         "debugLevel": 0, "TestOnly": 1, "HELO_reject": "Fail", "Mail_From_reject": "Fail",
         "PermError_reject": "False", "TempError_Defer": "False",
         "skip_addresses": f"{NOBODY_NET}/32", "Socket": f"inet:{port}@127.0.0.1",
-        "PidFile": str(d / "pyspf-milter.pid"), "UserID": "nobody",
+        "PidFile": str(d / "pyspf-milter.pid"), "UserID": "pyspf-milter",
         "InternalHosts": NOBODY_NET, "Authserv_Id": AUTHSERV_ID,
     }, sep=" = ")
 
@@ -141,7 +141,7 @@ def rspamd_local_files(port: int, normal_port: int, controller_port: int, redis_
             "  max_size = 26214400;\n}\n"),
         "local.d/milter_headers.conf": (
             'use = ["authentication-results", "x-spamd-result"];\n'
-            f'authenticated_headers = ["authentication-results"];\n'),
+            "skip_local = false;\nskip_authenticated = false;\n"),
         "local.d/rbl.conf": "enabled = false;\n",
         "local.d/fuzzy_check.conf": "enabled = false;\n",
         "local.d/neural.conf": "enabled = false;\n",
@@ -149,7 +149,11 @@ def rspamd_local_files(port: int, normal_port: int, controller_port: int, redis_
         "local.d/url_redirector.conf": "enabled = false;\n",
         "local.d/emails.conf": "enabled = false;\n",
         "local.d/dkim_signing.conf": "enabled = false;\n",
-        "local.d/arc.conf": "sign_local = false;\nsign_authenticated = false;\n",
+        "local.d/arc.conf": ("sign_local = false;\nsign_authenticated = false;\n"
+                             "check_local = true;\ncheck_authed = true;\n"),
+        "local.d/spf.conf": "check_local = true;\ncheck_authed = true;\n",
+        "local.d/dkim.conf": "check_local = true;\ncheck_authed = true;\n",
+        "local.d/dmarc.conf": "check_local = true;\ncheck_authed = true;\n",
         "local.d/greylist.conf": "enabled = false;\n",
         "local.d/ratelimit.conf": "enabled = false;\n",
     }
