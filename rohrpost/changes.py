@@ -11,7 +11,9 @@ import re
 from dataclasses import dataclass
 
 _NAME_RE = re.compile(r"^[!-9;-~]+$")  # RFC 5322 ftext: printable ASCII except ":"
-_BAD_VALUE_RE = re.compile(r"[\x00\r\n\u2028\u2029\x85]")
+_OTHER_BAD_RE = re.compile(r"[\x00\u2028\u2029\x85\x0b\x0c]")
+_BARE_LF_RE = re.compile(r"\n(?![ \t])")
+_EMPTY_FOLD_RE = re.compile(r"\n[ \t]*(?=\n|$)")
 
 
 class ChangeError(ValueError):
@@ -26,11 +28,18 @@ def check_header_name(name: str) -> str:
 
 
 def clean_header_value(value: str) -> str:
-    """Return ``value`` with CR, LF, NUL and Unicode line separators replaced by spaces.
+    r"""Return ``value`` safe to write as one header field.
 
-    Folding is added by the writer; a value can therefore never start a new header line.
+    NUL and Unicode line separators become spaces; a line break is kept only as an explicit
+    fold (followed by a space or tab, as in ``";\n\t"`` of Authentication-Results), any other
+    CR or LF becomes a space, and whitespace-only continuation lines are dropped. A value can
+    therefore never start a new header line or end the header block.
     """
-    return _BAD_VALUE_RE.sub(" ", value).strip()
+    value = value.replace("\r\n", "\n").replace("\r", "\n")
+    value = _OTHER_BAD_RE.sub(" ", value)
+    value = _BARE_LF_RE.sub(" ", value)
+    value = _EMPTY_FOLD_RE.sub("", value)
+    return value.strip()
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,11 +9,12 @@ against the configuration file's folder.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import socket
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -51,8 +52,33 @@ class PipelineSection:
 
 
 @dataclass(frozen=True)
+class DomainActions:
+    """``[actions.domain."example.org"]``: thresholds for one recipient domain.
+
+    Every key is optional; an unset key inherits the global ``[actions]`` value. ``inf``
+    (TOML's infinity) switches a global threshold off for the domain.
+    """
+
+    add_header: float | None = None
+    rewrite_subject: float | None = None
+    subject_tag: str | None = None
+    quarantine: float | None = None
+    tempfail: float | None = None
+    reject: float | None = None
+    reject_message: str | None = None
+    tempfail_message: str | None = None
+
+
+_THRESHOLDS = ("add_header", "rewrite_subject", "quarantine", "tempfail", "reject")
+
+
+@dataclass(frozen=True)
 class ActionsSection:
-    """``[actions]``: score thresholds to actions, as in Rspamd (unset = never)."""
+    """``[actions]``: score thresholds to actions, as in Rspamd (unset = never).
+
+    ``domain`` maps a recipient domain (``"example.org"``, or ``".example.org"`` for its
+    subdomains) to overrides; see ``for_recipients`` for how they combine.
+    """
 
     add_header: float | None = None
     rewrite_subject: float | None = None
@@ -62,6 +88,47 @@ class ActionsSection:
     reject: float | None = None
     reject_message: str = "550 5.7.1 Message rejected as spam"
     tempfail_message: str = "451 4.7.1 Try again later"
+    domain: dict[str, DomainActions] = field(default_factory=dict)
+
+    def override_for(self, domain: str) -> DomainActions | None:
+        """Return the override for ``domain``: exact key first, else the longest ``.suffix``."""
+        domain = domain.lower().rstrip(".")
+        table = {k.lower().rstrip("."): v for k, v in self.domain.items()}
+        if domain in table:
+            return table[domain]
+        suffixes = [k for k in table if k.startswith(".") and domain.endswith(k)]
+        return table[max(suffixes, key=len)] if suffixes else None
+
+    def merged(self, override: DomainActions | None) -> ActionsSection:
+        """Return these actions with the keys ``override`` sets replaced (no ``domain``)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values["domain"] = {}
+        if override is not None:
+            for f in dataclasses.fields(override):
+                if getattr(override, f.name) is not None:
+                    values[f.name] = getattr(override, f.name)
+        return ActionsSection(**values)
+
+    def for_recipients(self, domains: Iterable[str]) -> ActionsSection:
+        """Return the effective actions for a message to recipients in ``domains``.
+
+        All recipients under one setting (a domain override or the global one): that setting.
+        Mixed settings: the strictest, i.e. each threshold is the lowest any recipient has
+        (unset counts as never), texts come from the global section. A reject or tempfail
+        concerns the whole SMTP transaction, so one recipient's stricter policy wins rather
+        than letting spam through to it.
+        """
+        choices = {id(o): o for o in (self.override_for(d) for d in domains)}
+        if not self.domain or not choices:
+            return self.merged(None)
+        if len(choices) == 1:
+            return self.merged(next(iter(choices.values())))
+        each = [self.merged(o) for o in choices.values()]
+        strictest: dict[str, float | None] = {}
+        for name in _THRESHOLDS:
+            set_values = [getattr(a, name) for a in each if getattr(a, name) is not None]
+            strictest[name] = min(set_values) if set_values else None
+        return dataclasses.replace(self.merged(None), **strictest)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

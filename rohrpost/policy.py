@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rohrpost.changes import AddHeader, Change, ChangeHeader, InsertHeader, clean_header_value
-from rohrpost.config import Config
+from rohrpost.config import ActionsSection, Config
+from rohrpost.envelope import domain_of
 from rohrpost.message import Message
 from rohrpost.pipeline import StepRun
 from rohrpost.result import Action, AuthResult, Symbol, Verdict
@@ -33,6 +34,7 @@ class Outcome:
     changes: list[Change] = field(default_factory=list)
     runs: list[StepRun] = field(default_factory=list)
     is_spam: bool = False
+    actions: ActionsSection | None = None  # the thresholds used (after per-domain settings)
 
     @property
     def action(self) -> Action:
@@ -41,15 +43,20 @@ class Outcome:
 
 
 def decide(config: Config, runs: Sequence[StepRun], message: Message | None,
-           verdict: Verdict | None) -> Outcome:
-    """Combine filter results into the final verdict and the changes to apply."""
+           verdict: Verdict | None, rcpts: Sequence[str] = ()) -> Outcome:
+    """Combine filter results into the final verdict and the changes to apply.
+
+    :param rcpts: the message's (accepted) recipients; they select the
+        ``[actions.domain."..."]`` thresholds (see ``ActionsSection.for_recipients``).
+    """
     symbols = [s for r in runs for s in r.result.symbols]
     auth = [a for r in runs for a in r.result.auth]
     score = round(sum(s.score for s in symbols), 3)
-    acts = config.actions
+    acts = config.actions.for_recipients(domain_of(r) for r in rcpts)
     if verdict is None:
-        verdict = _threshold_verdict(config, score)
-    out = Outcome(verdict or Verdict.of(Action.ACCEPT), score, symbols, auth, runs=list(runs))
+        verdict = _threshold_verdict(acts, score)
+    out = Outcome(verdict or Verdict.of(Action.ACCEPT), score, symbols, auth, runs=list(runs),
+                  actions=acts)
     out.is_spam = acts.add_header is not None and score >= acts.add_header
     if message is None:
         return out
@@ -75,8 +82,7 @@ def decide(config: Config, runs: Sequence[StepRun], message: Message | None,
     return out
 
 
-def _threshold_verdict(config: Config, score: float) -> Verdict | None:
-    acts = config.actions
+def _threshold_verdict(acts: ActionsSection, score: float) -> Verdict | None:
     why = f"score {score:g}"
     if acts.reject is not None and score >= acts.reject:
         return Verdict.of(Action.REJECT, acts.reject_message, why, "actions")
@@ -120,7 +126,7 @@ def spam_headers(config: Config, out: Outcome) -> list[Change]:
     mode = config.pipeline.spam_headers
     if mode == "never" or (mode == "spam" and not out.is_spam):
         return []
-    required = config.actions.add_header
+    required = (out.actions or config.actions).add_header
     names = ",".join(sorted({s.name for s in out.symbols})) or "none"
     status = (f"{'Yes' if out.is_spam else 'No'}, score={out.score:.1f} "
               f"required={required if required is not None else 0:.1f} tests={names} "

@@ -48,7 +48,8 @@ async def process(pipeline: Pipeline, services: Services, envelope: Envelope,
         verdict = await _rcpt_stage(session)
     if verdict is None:
         await session.run_stage(Stage.EOM, message)
-    outcome = decide(pipeline.config, session.runs, message, session.verdict)
+    outcome = decide(pipeline.config, session.runs, message, session.verdict,
+                     session.envelope.rcpts)
     if outcome.action in (Action.ACCEPT, Action.QUARANTINE, Action.DISCARD):
         new_message, new_envelope = apply_changes(message, session.envelope, outcome.changes)
     else:

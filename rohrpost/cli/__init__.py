@@ -22,8 +22,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "milter": ("rohrpost.cli.miltercmd:milter_cmd", "Serve the pipeline to Postfix as a milter."),
     "serve": ("rohrpost.cli.servecmd:serve_cmd", "SMTP/LMTP receiver (content_filter, LMTP)."),
     "config": ("rohrpost.cli.configcmd:config_group", "Validate pipeline.toml."),
+    "dkim": ("rohrpost.cli.dkimcmd:dkim_group", "DKIM keys: keygen, check."),
     "quarantine": ("rohrpost.cli.quarantinecmd:quarantine_group",
                    "List, show, release or delete quarantined mail."),
+    "learn": ("rohrpost.cli.learncmd:learn_cmd",
+              "Teach spamd's Bayes: --spam/--ham FILE|MAILDIR."),
 }
 
 

@@ -247,7 +247,7 @@ def test_header_injection_through_add_header() -> None:
     done = run_pipeline(toml, PLAIN)
     names = header_names(done.message)
     assert "Bcc" not in names and "X-Evil" not in names
-    assert done.message.get("X-Hit") == "ok  Bcc: victim@example.com X-Evil: 1"
+    assert done.message.get("X-Hit") == "ok Bcc: victim@example.com X-Evil: 1"
     assert b"\nBcc:" not in done.message.raw and b"\rBcc:" not in done.message.raw
 
 

@@ -892,3 +892,189 @@ class RedisInstance(_Managed):
         """Stop redis-server (idempotent)."""
         stop_process(self.proc)
         self.proc = None
+
+
+# --------------------------------------------------------------------------------------------
+# SpamAssassin spamd
+
+
+def spamd_ping(port: int, timeout: float = 2.0) -> bool:
+    """Send ``PING SPAMC/1.5`` to 127.0.0.1:port and return True on ``SPAMD/1.5 0 PONG``."""
+    with socket.create_connection((LOOPBACK, port), timeout=timeout) as sock:
+        sock.sendall(b"PING SPAMC/1.5\r\n\r\n")
+        data = b""
+        while b"\n" not in data:
+            chunk = sock.recv(256)
+            if not chunk:
+                break
+            data += chunk
+        return data.startswith(b"SPAMD/") and b" 0 PONG" in data
+
+
+class SpamdInstance(_Managed):
+    """SpamAssassin's ``spamd`` on loopback with its own Bayes database in ``dir``.
+
+    Local tests only (``-L``: no DNS, no network rules), no user configuration (``-x``),
+    learning allowed (``--allow-tell``), Bayes on with auto-learn off so that only TELL
+    changes it. As root spamd must drop privileges (``-u nobody``), so ``dir`` and the Bayes
+    folder are chowned to that user and ``-H`` points its helper home there. The system's site
+    rules (/usr/share/spamassassin, /etc/spamassassin) are used read-only; the Bayes settings
+    come in as ``--cf`` lines, never through a file under /etc.
+    """
+
+    def __init__(self, directory: Path, port: int | None = None, max_children: int = 2,
+                 user: str = "nobody") -> None:
+        self.dir = Path(directory)
+        self.port = port or free_port()
+        self.max_children = max_children
+        self.user = user
+        self.bayes_dir = self.dir / "bayes"
+        self.log_file = self.dir / "spamd.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
+
+    def start(self) -> None:
+        """Start spamd in the foreground and wait until it answers PONG."""
+        binary = require_binary("spamd", "/usr/sbin/spamd")
+        self.bayes_dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o755)
+        cmd = [binary, "--listen", f"{LOOPBACK}:{self.port}", "-L", "-x", "--allow-tell",
+               "--max-children", str(self.max_children), "-H", str(self.dir),
+               "--syslog=stderr", "--cf", "use_bayes 1", "--cf", "bayes_auto_learn 0",
+               "--cf", f"bayes_path {self.bayes_dir}/bayes", "--cf", "lock_method flock"]
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam(self.user)
+            for path in (self.dir, self.bayes_dir):
+                os.chown(path, pw.pw_uid, pw.pw_gid)
+            cmd += ["-u", self.user]
+        self._log = self.log_file.open("wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True,
+                                     cwd=self.dir)
+        wait_until(lambda: self._alive() and spamd_ping(self.port), 60.0,
+                   f"spamd on port {self.port} (log: {self.log_file})", poll=0.1)
+
+    def _alive(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise DaemonError(f"spamd exited with {self.proc.returncode}:\n{self.log_text()}")
+        return True
+
+    def log_text(self) -> str:
+        """spamd's log so far."""
+        try:
+            return self.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self) -> None:
+        """Stop spamd and its children (idempotent)."""
+        stop_process(self.proc)
+        self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+# --------------------------------------------------------------------------------------------
+# ClamAV clamd
+
+EICAR = (b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*")
+CLAMAV_TESTFILES = Path("/usr/share/clamav-testfiles")
+
+
+def clamd_ping(port: int, timeout: float = 2.0) -> bool:
+    """Send ``zPING`` to 127.0.0.1:port and return True on ``PONG``."""
+    with socket.create_connection((LOOPBACK, port), timeout=timeout) as sock:
+        sock.sendall(b"zPING\0")
+        return sock.recv(64).startswith(b"PONG")
+
+
+class ClamdInstance(_Managed):
+    """ClamAV's ``clamd`` on loopback (TCP and a unix socket) with an offline signature database.
+
+    freshclam cannot download here, so ``start`` builds the database with ``sigtool``: an
+    ``.ndb`` body signature ``Eicar-Test-Signature`` for the EICAR string anywhere in a file,
+    and an ``.hdb`` MD5 signature of /usr/share/clamav-testfiles/clam.exe named
+    ``ClamAV-Test-File`` (clamd unpacks the other test files and matches the inner clam.exe).
+    clamd appends ``.UNOFFICIAL`` to the names of such local signatures.
+    ``stream_max_length`` is clamd's StreamMaxLength (INSTREAM limit), in bytes.
+    """
+
+    def __init__(self, directory: Path, port: int | None = None,
+                 stream_max_length: int = 25 * 1024 * 1024) -> None:
+        self.dir = Path(directory)
+        self.port = port or free_port()
+        self.stream_max_length = stream_max_length
+        self.db_dir = self.dir / "db"
+        self.socket_path = self.dir / "clamd.sock"
+        self.config_file = self.dir / "clamd.conf"
+        self.log_file = self.dir / "clamd.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def tcp(self) -> str:
+        """``tcp:127.0.0.1:PORT`` for the clamav filter's ``socket`` option."""
+        return f"tcp:{LOOPBACK}:{self.port}"
+
+    @property
+    def unix(self) -> str:
+        """``unix:PATH`` for the clamav filter's ``socket`` option."""
+        return f"unix:{self.socket_path}"
+
+    def build_database(self) -> None:
+        """Write test.hdb (sigtool --md5 of clam.exe) and eicar.ndb (sigtool --hex-dump)."""
+        sigtool = require_binary("sigtool", "/usr/bin/sigtool")
+        self.db_dir.mkdir(parents=True, exist_ok=True)
+        clam_exe = CLAMAV_TESTFILES / "clam.exe"
+        if not clam_exe.is_file():
+            raise DaemonError(f"{clam_exe} missing: install Debian's clamav-testfiles")
+        md5 = run([sigtool, "--md5", str(clam_exe)]).stdout.strip()
+        digest, size, _name = md5.split(":", 2)
+        (self.db_dir / "test.hdb").write_text(f"{digest}:{size}:ClamAV-Test-File\n")
+        hexed = subprocess.run([sigtool, "--hex-dump"], input=EICAR, capture_output=True,
+                               check=True, timeout=30).stdout.decode().strip()
+        (self.db_dir / "eicar.ndb").write_text(f"Eicar-Test-Signature:0:*:{hexed}\n")
+
+    def config_text(self) -> str:
+        """clamd.conf for this instance."""
+        lines = {
+            "Foreground": "true", "TCPSocket": str(self.port), "TCPAddr": LOOPBACK,
+            "LocalSocket": str(self.socket_path), "DatabaseDirectory": str(self.db_dir),
+            "LogFile": str(self.log_file), "PidFile": str(self.dir / "clamd.pid"),
+            "TemporaryDirectory": str(self.dir),
+            "StreamMaxLength": str(self.stream_max_length), "MaxRecursion": "16",
+            "ScanArchive": "yes", "ScanMail": "yes", "ScanPE": "yes", "ScanOLE2": "yes",
+            "ScanPDF": "yes", "SelfCheck": "0",
+        }
+        if os.geteuid() == 0:
+            lines["User"] = "root"
+        return "".join(f"{k} {v}\n" for k, v in lines.items())
+
+    def start(self) -> None:
+        """Build the database, write clamd.conf, start clamd, wait for PONG (up to 60 s)."""
+        binary = require_binary("clamd", "/usr/sbin/clamd")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.build_database()
+        self.config_file.write_text(self.config_text())
+        self.proc = subprocess.Popen([binary, "-c", str(self.config_file)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        wait_until(lambda: self._alive() and clamd_ping(self.port), 60.0,
+                   f"clamd on port {self.port} (log: {self.log_file})", poll=0.1)
+
+    def _alive(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise DaemonError(f"clamd exited with {self.proc.returncode}:\n{self.log_text()}")
+        return True
+
+    def log_text(self) -> str:
+        """clamd's log so far."""
+        try:
+            return self.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self) -> None:
+        """Stop clamd (idempotent)."""
+        stop_process(self.proc)
+        self.proc = None

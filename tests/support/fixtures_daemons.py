@@ -13,6 +13,10 @@ Fixtures (all function-scoped):
   ``dovecot_factory``    ``make(users=..., lmtp=..., ssl_required=...)``
   ``dovecot``            DovecotInstance with users alice@example.test and bob@example.test
   ``redis_server``       RedisInstance
+
+Session-scoped (expensive to start, stateless enough to share; never stop them in a test):
+  ``spamd``              SpamdInstance (local rules, Bayes in its own folder, TELL allowed)
+  ``clamd``              ClamdInstance (offline sigtool database: EICAR, clamav-testfiles)
 """
 
 from __future__ import annotations
@@ -20,17 +24,20 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import pytest
 
 from tests.support.daemons import (
+    ClamdInstance,
     DovecotInstance,
     MailCatcher,
     PostfixInstance,
     RedisInstance,
     SmtpSink,
+    SpamdInstance,
     daemon_dir,
 )
 
@@ -51,7 +58,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     """Attach the tail of each running daemon's log to a failed test's report."""
     report = yield
     if report.when == "call" and report.failed:
-        for name, log_text in item.stash.get(_LOGS, []):
+        logs = list(item.stash.get(_LOGS, []))
+        funcargs = getattr(item, "funcargs", {})
+        logs += [(type(d).__name__, d.log_text) for d in funcargs.values()
+                 if isinstance(d, SpamdInstance | ClamdInstance)]
+        for name, log_text in logs:
             try:
                 text = log_text()[-_LOG_TAIL:]
             except OSError as exc:
@@ -165,3 +176,31 @@ def redis_server(daemon_pool: DaemonPool) -> Generator[RedisInstance, None, None
     """redis-server on loopback without persistence; ``.url`` for clients."""
     rd = RedisInstance(daemon_pool.directory("redis"))
     yield daemon_pool.start(rd, "redis", lambda: rd.log_file.read_text(errors="replace"))
+
+
+@contextmanager
+def _session_daemon(daemon: D, directory: Path) -> Iterator[D]:
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.stop()
+        if os.environ.get("ROHRPOST_KEEP_DAEMON_DIRS") != "1":
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def spamd() -> Iterator[SpamdInstance]:
+    """One spamd for the whole session (about 200 ms of CPU per message: send few)."""
+    directory = daemon_dir("spamd")
+    with _session_daemon(SpamdInstance(directory), directory) as instance:
+        yield instance
+
+
+@pytest.fixture(scope="session")
+def clamd() -> Iterator[ClamdInstance]:
+    """One clamd for the whole session; StreamMaxLength 4 MB so the limit is cheap to hit."""
+    directory = daemon_dir("clamd")
+    with _session_daemon(ClamdInstance(directory, stream_max_length=4 * 1024 * 1024),
+                         directory) as instance:
+        yield instance
