@@ -42,12 +42,12 @@ class BenchConfig:
         return bool(self.rohrpost)
 
     def filter_names(self) -> tuple[str, ...]:
-        """rohrpost filters this configuration needs."""
+        """Rohrpost filters this configuration needs."""
         return tuple(name for name, _ in self.rohrpost)
 
 
 def dkim_sign_filter(key: Path) -> FilterSpec:
-    """rohrpost ``dkim-sign`` with the bench key, signing mail from loopback."""
+    """Rohrpost ``dkim-sign`` with the bench key, signing mail from loopback."""
     return ("dkim-sign", {
         "trusted_networks": ["127.0.0.0/8"],
         "key": [{"domain": messages.SENDER_DOMAIN, "selector": "bench", "key": str(key)}]})
@@ -133,7 +133,7 @@ def resolve_filters(cfg: BenchConfig, key: Path, clamd_port: int | None,
     return out
 
 
-def render_rohrpost(cfg: BenchConfig, var_dir: Path, key: Path, clamd_port: int | None,
+def render_rohrpost(cfg: BenchConfig, var_dir: Path, key: Path, *, clamd_port: int | None,
                     spamd_port: int | None, dns_port: int = 53, workers: int = 2) -> str:
     """pipeline.toml for a rohrpost configuration."""
     return tools.rohrpost_pipeline(var_dir, resolve_filters(cfg, key, clamd_port, spamd_port),

@@ -6,6 +6,7 @@ import argparse
 import datetime
 import os
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    help="cProfile the slowest rohrpost configuration (beside the results)")
     p.add_argument("--no-netns", action="store_true",
                    help="do not create a network namespace (DNS of C tools then unresolved)")
+    p.add_argument("--keep", action="store_true", help="keep the work directory under /tmp")
     p.add_argument("--output", type=Path, help="results file (default bench/results/DATE.md)")
     return p.parse_args(argv)
 
@@ -89,9 +91,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             profile_note = pipe.profile_slowest(world, work, results, RESULTS)
     finally:
         world.stop()
+        if not args.keep:
+            shutil.rmtree(world.dir, ignore_errors=True)
     text = header(args, opts, started)
-    text += "\n## Through Postfix (milters)\n\n" + report.milter_table(results)
-    text += report.LEGEND
+    if results:
+        text += "\n## Through Postfix (milters)\n\n" + report.milter_table(results)
+        text += report.LEGEND
     if pipe_rows:
         text += "\n## Pipe mode (one process per message)\n\n" + pipe.table(pipe_rows)
     if profile_note:
@@ -101,5 +106,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(text)
-    print(f"bench: written to {out}; work directory {world.dir}", file=sys.stderr)
+    kept = f"; work directory {world.dir}" if args.keep else ""
+    print(f"bench: written to {out}{kept}", file=sys.stderr)
     return 0

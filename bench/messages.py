@@ -11,17 +11,18 @@ import base64
 import io
 import random
 import zipfile
-from email.utils import format_datetime
 from datetime import UTC, datetime
+from email.utils import format_datetime
 
 SENDER = "alice@example.org"
 RECIPIENT = "bob@example.net"
 SENDER_DOMAIN = "example.org"
 CLIENT_HELO = "client.example.org"
 _DATE = format_datetime(datetime(2026, 1, 5, 9, 30, tzinfo=UTC))
-_WORDS = ("mail filter postfix milter message header body signature domain policy report "
-          "quarterly budget meeting schedule project invoice attached please review thanks "
-          "regards team update draft final version change request delivery server").split()
+_WORDS = tuple(
+    "mail filter postfix milter message header body signature domain policy report quarterly "
+    "budget meeting schedule project invoice attached please review thanks regards team update "
+    "draft final version change request delivery server".split(" "))
 
 
 def _text(rng: random.Random, size: int, width: int = 72) -> str:

@@ -74,8 +74,9 @@ def _rspamd(world: World, port: int, _cfg: configs.BenchConfig) -> Daemon:
     for sub in (conf, db, rundir):
         sub.mkdir(mode=0o755, exist_ok=True)
     write_files(conf, tools.rspamd_local_files(
-        port, free_port(), free_port(), world.backend_port("redis"),
-        world.backend_port("clamd"), db))
+        port, normal_port=free_port(), controller_port=free_port(),
+        redis_port=world.backend_port("redis"), clamd_port=world.backend_port("clamd"),
+        dbdir=db))
     chown_tree(d, "_rspamd")
     return Daemon("rspamd", tools.rspamd_argv(conf, db, rundir, rundir / "rspamd.pid"),
                   port, d, timeout=90)
@@ -98,8 +99,8 @@ def _rohrpost(world: World, port: int, cfg: configs.BenchConfig) -> Daemon:
     clamd = world.backend_port("clamd") if "clamd" in cfg.backends else None
     spamd = world.backend_port("spamd") if "spamd" in cfg.backends else None
     conf = d / "pipeline.toml"
-    conf.write_text(configs.render_rohrpost(cfg, d / "var", world.key, clamd, spamd,
-                                            dns_port=world.dns_port))
+    conf.write_text(configs.render_rohrpost(cfg, d / "var", world.key, clamd_port=clamd,
+                                            spamd_port=spamd, dns_port=world.dns_port))
     argv = [sys.executable, str(REPO / "bin" / "rohrpost"), "milter", "-c", str(conf),
             "--socket", f"inet:{port}@127.0.0.1", "--workers", "2"]
     return Daemon("rohrpost", argv, port, d, timeout=60)

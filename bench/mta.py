@@ -8,6 +8,7 @@ of smtp-source to the last message in the sink; the filters' CPU and the Postfix
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -74,6 +75,7 @@ class Mta:
 
     def __exit__(self, *exc: object) -> None:
         self.postfix.stop()
+        shutil.rmtree(self.postfix.dir, ignore_errors=True)
 
     def master_pid(self) -> int:
         """Postfix master's pid (its tree is Postfix's CPU)."""

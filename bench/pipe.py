@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import configs, messages, milters, procstat
+from bench import configs, messages, milters, procstat, tools
 from bench.services import World
 from bench.stats import fmt_num, markdown_table, summarize
 
@@ -114,7 +114,7 @@ def measure_all(world: World, work: object, repeat: int) -> list[PipeResult]:
     default_toml = d / "pipeline.toml"
     default_toml.write_text((REPO / "pipeline.toml").read_text())
     dkim_toml = d / "dkim.toml"
-    dkim_toml.write_text(configs.tools.rohrpost_pipeline(d / "var", [configs.DKIM_VERIFY]))
+    dkim_toml.write_text(tools.rohrpost_pipeline(d / "var", [configs.DKIM_VERIFY]))
     from rohrpost import registry
 
     have = set(registry.available())
@@ -149,7 +149,7 @@ def table(results: Sequence[PipeResult]) -> str:
             continue
         wall = summarize(r.wall_ms)
         rows.append([r.case.name, wall.fmt(), summarize(r.cpu_ms).fmt(),
-                     fmt_num(r.server_ms), f"{wall.median / base:.1f}×" if base else "-"])
+                     fmt_num(r.server_ms), f"{wall.median / base:.1f}x" if base else "-"])
     return markdown_table(header, rows) + (
         "\nwall: median ±half range of the invocations; CPU: getrusage(RUSAGE_CHILDREN) per "
         "invocation; server CPU: spamd/clamd process tree (/proc) per message.\n")
@@ -157,7 +157,7 @@ def table(results: Sequence[PipeResult]) -> str:
 
 def profile_slowest(world: World, work: object, results: Sequence[object],
                     outdir: Path) -> str:
-    """cProfile the rohrpost configuration with the highest CPU per message, in-process."""
+    """CProfile the rohrpost configuration with the highest CPU per message, in-process."""
     from bench.runner import ConfigResult, Workloads
 
     assert isinstance(work, Workloads)
@@ -171,7 +171,8 @@ def profile_slowest(world: World, work: object, results: Sequence[object],
     toml = d / "pipeline.toml"
     clamd = world.backend_port("clamd") if "clamd" in cfg.backends else None
     spamd = world.backend_port("spamd") if "spamd" in cfg.backends else None
-    toml.write_text(configs.render_rohrpost(cfg, d / "var", world.key, clamd, spamd))
+    toml.write_text(configs.render_rohrpost(cfg, d / "var", world.key, clamd_port=clamd,
+                                            spamd_port=spamd))
     stamp = time.strftime("%Y-%m-%d")
     prof = outdir / f"{stamp}-profile-{cfg.key}.prof"
     text = outdir / f"{stamp}-profile-{cfg.key}.txt"

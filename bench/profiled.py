@@ -17,14 +17,13 @@ from pathlib import Path
 
 
 async def _loop(config_path: str, raw: bytes, count: int, prof: cProfile.Profile) -> None:
+    from bench import messages
     from rohrpost.config import load_config
     from rohrpost.envsource import EnvelopeArgs, envelope_for_pipe
     from rohrpost.message import Message
     from rohrpost.pipeline import Pipeline
     from rohrpost.runner import process
     from rohrpost.services import make_services
-
-    from bench import messages
 
     config = load_config(config_path)
     pipeline = Pipeline.build(config)

@@ -69,7 +69,10 @@ def write_workloads(world: World) -> Workloads:
 
     plain = messages.plain_message(4096)
     mimes = [messages.mime_message(size, seed) for seed, size in enumerate(MIME_SIZES)]
-    sign = lambda data: messages.dkim_presign(data, "bench", messages.SENDER_DOMAIN, pem)  # noqa: E731
+
+    def sign(data: bytes) -> bytes:
+        return messages.dkim_presign(data, "bench", messages.SENDER_DOMAIN, pem)
+
     return Workloads(
         plain=[save("plain.eml", plain)],
         signed=[save("signed.eml", sign(plain))],

@@ -45,8 +45,8 @@ def ratio(value: float | None, reference: float | None) -> float | None:
 
 
 def fmt_ratio(value: float | None) -> str:
-    """``0.87×`` or ``-``."""
-    return "-" if value is None else f"{value:.2f}×"
+    """``0.87x`` or ``-``."""
+    return "-" if value is None else f"{value:.2f}x"
 
 
 def fmt_num(value: float | None, digits: int = 1) -> str:

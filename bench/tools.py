@@ -107,13 +107,13 @@ def spamass_milter_argv(port: int, spamd_port: int, pidfile: Path) -> list[str]:
 
 
 def spamd_argv(port: int, pidfile: Path, children: int = 2) -> list[str]:
-    """spamd on loopback, local tests only (no network rules), no user configs."""
+    """Spamd on loopback, local tests only (no network rules), no user configs."""
     return ["spamd", "--listen", f"127.0.0.1:{port}", "-L", "-u", "nobody", "-x",
             "--max-children", str(children), "--min-children", str(children),
             "--pidfile", str(pidfile), "--syslog", "stderr"]
 
 
-def rspamd_local_files(port: int, normal_port: int, controller_port: int, redis_port: int,
+def rspamd_local_files(port: int, *, normal_port: int, controller_port: int, redis_port: int,
                        clamd_port: int, dbdir: Path) -> dict[str, str]:
     """local.d/override.d files (relative path -> text) for Rspamd's milter proxy.
 
@@ -160,7 +160,7 @@ def rspamd_local_files(port: int, normal_port: int, controller_port: int, redis_
 
 
 def rspamd_argv(conf_dir: Path, dbdir: Path, rundir: Path, pidfile: Path) -> list[str]:
-    """rspamd in the foreground with the packaged config and ours as LOCAL_CONFDIR."""
+    """Rspamd in the foreground with the packaged config and ours as LOCAL_CONFDIR."""
     return ["rspamd", "-f", "-c", "/etc/rspamd/rspamd.conf", "-u", "_rspamd", "-g", "_rspamd",
             "-p", str(pidfile), "--var", f"LOCAL_CONFDIR={conf_dir}",
             "--var", f"DBDIR={dbdir}", "--var", f"RUNDIR={rundir}",
