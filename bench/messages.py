@@ -19,10 +19,12 @@ RECIPIENT = "bob@example.net"
 SENDER_DOMAIN = "example.org"
 CLIENT_HELO = "client.example.org"
 _DATE = format_datetime(datetime(2026, 1, 5, 9, 30, tzinfo=UTC))
-_WORDS = tuple(
-    "mail filter postfix milter message header body signature domain policy report quarterly "
-    "budget meeting schedule project invoice attached please review thanks regards team update "
-    "draft final version change request delivery server".split(" "))
+_WORDS = (
+    "mail", "filter", "postfix", "milter", "message", "header", "body", "signature", "domain",
+    "policy", "report", "quarterly", "budget", "meeting", "schedule", "project", "invoice",
+    "attached", "please", "review", "thanks", "regards", "team", "update", "draft", "final",
+    "version", "change", "request", "delivery", "server",
+)
 
 
 def _text(rng: random.Random, size: int, width: int = 72) -> str:
