@@ -69,7 +69,7 @@ def load_keys(specs: Sequence[KeySpec], where: str = "key") -> list[LoadedKey]:
 
     :raises OptionError: for a missing, unreadable or unparsable key file.
     """
-    from ._dkim_adapter import DkimKeyError, load_private_key  # noqa: PLC0415 - lazy dkim import
+    from ._dkim_adapter import DkimKeyError, load_private_key
 
     loaded = []
     for i, spec in enumerate(specs):

@@ -83,7 +83,7 @@ class ArcSeal(Filter):
                             changes=out)
 
     def _seal(self, raw: bytes, srv_id: str, now: int) -> list[tuple[str, str]]:
-        from . import _dkim_adapter as adapter  # noqa: PLC0415 - dkim costs ~80 ms to import
+        from . import _dkim_adapter as adapter
 
         opts: ArcSealOptions = self.options
         return adapter.arc_seal(raw, domain=opts.domain, selector=opts.selector,

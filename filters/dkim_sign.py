@@ -145,7 +145,7 @@ class DkimSign(Filter):
                             facts={"dkim.signed": signed})
 
     def _sign(self, message: Message, keys: list[LoadedKey], now: int) -> list[str]:
-        from . import _dkim_adapter as adapter  # noqa: PLC0415 - dkim costs ~80 ms to import
+        from . import _dkim_adapter as adapter
 
         opts: DkimSignOptions = self.options
         parsed = adapter.parse_message(message.without_from_line())

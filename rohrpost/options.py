@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -144,9 +145,23 @@ def build_options(cls: type[Any], table: Mapping[str, Any], path: str = "",
         raise OptionError(path, str(exc)) from None
 
 
+_PARAM_RE = re.compile(r":param (\w+):\s*(.*?)(?=\n\s*:param |\n\s*\n|\Z)", re.S)
+
+
+def param_help(cls: type[Any]) -> dict[str, str]:
+    """``:param name: text`` entries of a class docstring, joined into one line each."""
+    return {m.group(1): " ".join(m.group(2).split())
+            for m in _PARAM_RE.finditer(cls.__doc__ or "")}
+
+
 def describe_options(cls: type[Any]) -> list[tuple[str, str, str, str]]:
-    """(name, type, default, help) for each option, for ``rohrpost filter --list``."""
+    """(name, type, default, help) for each option, for ``rohrpost filter --list``.
+
+    Help comes from the field's ``metadata["help"]`` or from ``:param name:`` in the class
+    docstring.
+    """
     hints = typing.get_type_hints(cls)
+    doc_help = param_help(cls)
     rows = []
     for f in dataclasses.fields(cls):
         if f.default is not dataclasses.MISSING:
@@ -155,5 +170,6 @@ def describe_options(cls: type[Any]) -> list[tuple[str, str, str, str]]:
             default = repr(f.default_factory())
         else:
             default = "(required)"
-        rows.append((f.name, _type_name(hints[f.name]), default, str(f.metadata.get("help", ""))))
+        text = str(f.metadata.get("help", "")) or doc_help.get(f.name, "")
+        rows.append((f.name, _type_name(hints[f.name]), default, text))
     return rows

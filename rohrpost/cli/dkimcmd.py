@@ -105,7 +105,7 @@ def configured_keys(config: Any, domain: str, selector: str | None) -> list[tupl
 @config_option
 def check(domain: str, selector: str | None, config_path: str | None) -> int:
     """Check that DNS publishes each configured key of DOMAIN; exit 0 all match, 1 not."""
-    from rohrpost.dns import DnsConfig, DnsError, Resolver  # noqa: PLC0415 - lazy dnspython
+    from rohrpost.dns import DnsConfig, DnsError, Resolver
 
     adapter = _adapter()
     config = load_or_exit(config_path, mta_facing=False)

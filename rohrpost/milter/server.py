@@ -1,0 +1,261 @@
+"""The milter daemon: one listening socket, pre-forked workers, a supervising parent.
+
+Owns ``SocketSpec`` (parsing ``inet:PORT@HOST``/``inet6:...``/``unix:PATH``), ``serve`` and
+the worker's main. How the processes share the work:
+
+* The parent registers the callbacks and opens the socket with libmilter's
+  ``smfi_opensocket`` before forking: libmilter keeps the listening descriptor and
+  ``smfi_main`` in each child reuses it instead of opening its own, so all workers accept on
+  the one socket Postfix knows (one ``smtpd_milters`` entry). The kernel hands each new
+  connection to one of them.
+* Each worker runs its own libmilter main loop (one thread per connection) and one asyncio
+  loop in a background thread on which every stage runs, so slow DNS or scanners overlap.
+* The parent only supervises: it restarts a worker that died, forwards SIGTERM/SIGINT/SIGHUP,
+  kills workers that do not stop within ``STOP_GRACE`` seconds, and removes a Unix socket when
+  it is done. It owns the metrics endpoint, fed by the workers through a pipe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import signal
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rohrpost.config import Config
+from rohrpost.milter import adapter
+from rohrpost.milter.connection import MetricsSink, MilterApp, MilterConnection, NoMetrics
+from rohrpost.milter.loop import LoopThread
+from rohrpost.milter.metricspipe import PipeReader, PipeSink
+from rohrpost.pipeline import Pipeline
+
+log = logging.getLogger("rohrpost.milter")
+
+STOP_GRACE = 15.0
+RESTART_PAUSE = 1.0
+_SOCKET_RE = re.compile(r"^(inet|inet6):(\d{1,5})(?:@(.+))?$")
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class SocketError(ValueError):
+    """A --socket value that libmilter cannot use."""
+
+
+@dataclass(frozen=True)
+class SocketSpec:
+    """A parsed milter socket: ``inet:PORT@HOST``, ``inet6:PORT@HOST`` or ``unix:PATH``."""
+
+    family: str
+    port: int = 0
+    host: str = ""
+    path: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> SocketSpec:
+        """Parse and check ``text``; ``local:PATH`` and a bare ``/path`` mean ``unix:PATH``."""
+        text = text.strip()
+        if text.startswith("/"):
+            text = "unix:" + text
+        if text.startswith(("unix:", "local:")):
+            path = text.split(":", 1)[1]
+            if not os.path.isabs(path):
+                raise SocketError(f"unix socket path must be absolute: {path!r}")
+            return cls("unix", path=path)
+        m = _SOCKET_RE.match(text)
+        if not m or not 0 < int(m.group(2)) < 65536:
+            raise SocketError(f"bad milter socket {text!r}: use inet:PORT@HOST or unix:PATH")
+        return cls(m.group(1), int(m.group(2)), m.group(3) or "")
+
+    def __str__(self) -> str:
+        if self.family == "unix":
+            return f"unix:{self.path}"
+        return f"{self.family}:{self.port}" + (f"@{self.host}" if self.host else "")
+
+
+def open_listener(spec: SocketSpec, timeout: float) -> None:
+    """Open the listening socket in this (parent) process; a Unix socket gets mode 0660.
+
+    :raises SocketError: when libmilter cannot listen there.
+    """
+    try:
+        _open(spec, timeout)
+    except adapter.MilterError as exc:
+        raise SocketError(f"cannot listen on {spec}: {exc}") from None
+
+
+def _open(spec: SocketSpec, timeout: float) -> None:
+    if spec.family != "unix":
+        adapter.open_socket(str(spec), int(timeout))
+        return
+    if os.path.lexists(spec.path) and not stat.S_ISSOCK(os.lstat(spec.path).st_mode):
+        raise SocketError(f"{spec.path} exists and is not a socket; not removing it")
+    old = os.umask(0o117)  # never world-writable, not even for a moment
+    try:
+        adapter.open_socket(str(spec), int(timeout))  # removes a stale socket first
+    finally:
+        os.umask(old)
+    os.chmod(spec.path, 0o660)
+
+
+def worker_main(config: Config, timeout: float, sink: MetricsSink,
+                holder: list[MilterApp]) -> int:
+    """Run a worker: its own loop, pipeline and services, then libmilter's main loop."""
+    from rohrpost.services import make_services  # noqa: PLC0415 - only in workers
+
+    # libmilter's signal thread sigwait()s for these; every other thread must block them,
+    # including the loop thread started below, or a SIGTERM could be swallowed.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    for sig in _SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    loop = LoopThread().start()
+    pipeline = Pipeline.build(config)
+    services = make_services(config)
+    holder.append(MilterApp(pipeline, services, loop, timeout, sink))
+    log.info("milter worker %d ready", os.getpid())
+    try:
+        adapter.run_main()
+    finally:
+
+        async def close() -> None:
+            await pipeline.aclose()
+            await services.aclose()
+
+        loop.stop(close())
+    log.info("milter worker %d stopped", os.getpid())
+    return 0
+
+
+def serve(config: Config, socket_spec: str, workers: int, metrics_addr: str = "",
+          name: str = "rohrpost") -> int:
+    """Run the milter until SIGTERM; ``workers`` = 0 runs it in this process without forking."""
+    spec = SocketSpec.parse(socket_spec)
+    timeout = config.milter.timeout
+    Pipeline.build(config)  # fail early on a bad configuration, before listening
+    holder: list[MilterApp] = []
+    adapter.register(name, lambda actions: MilterConnection(actions, holder[-1]))
+    open_listener(spec, timeout)
+    log.info("milter listening on %s with %d worker(s)", spec, workers)
+    stop_metrics: Callable[[], None] | None = None
+    try:
+        if workers <= 0:
+            sink: MetricsSink = NoMetrics()
+            if metrics_addr:
+                from rohrpost.metrics import Metrics, serve_metrics  # noqa: PLC0415
+
+                registry = Metrics()
+                sink = registry
+                stop_metrics = serve_metrics(registry, *_host_port(metrics_addr))
+            return worker_main(config, timeout, sink, holder)
+        return _supervise(config, workers, timeout, metrics_addr, holder)
+    finally:
+        if stop_metrics is not None:
+            stop_metrics()
+        if spec.family == "unix":
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(spec.path)
+
+
+def _host_port(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    if not port.isdigit():
+        raise SocketError(f"bad metrics address {addr!r}: use HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _supervise(config: Config, workers: int, timeout: float, metrics_addr: str,
+               holder: list[MilterApp]) -> int:
+    read_fd = write_fd = -1
+    if metrics_addr:
+        read_fd, write_fd = os.pipe()
+
+    def spawn(slot: int) -> int:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                if read_fd >= 0:
+                    os.close(read_fd)
+                sink = PipeSink(write_fd) if write_fd >= 0 else NoMetrics()
+                code = worker_main(config, timeout, sink, holder)
+            except BaseException:
+                log.exception("milter worker %d (slot %d) crashed", os.getpid(), slot)
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        log.info("started milter worker %d (slot %d)", pid, slot)
+        return pid
+
+    children: dict[int, tuple[int, float]] = {}
+    stopping: list[float] = []
+    parent = os.getpid()
+
+    def on_signal(signum: int, frame: object) -> None:
+        del frame
+        if os.getpid() != parent:  # a worker signalled before it set up its own handling
+            os._exit(0)
+        if not stopping:
+            log.info("signal %d: stopping %d worker(s)", signum, len(children))
+            stopping.append(time.monotonic())
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    # handlers first: a SIGTERM at any moment after the workers exist must reach them
+    for sig in _SIGNALS:
+        signal.signal(sig, on_signal)
+    for slot in range(workers):
+        if not stopping:
+            children[spawn(slot)] = (slot, time.monotonic())
+    reader: PipeReader | None = None
+    stop_metrics: Callable[[], None] | None = None
+    if metrics_addr:
+        from rohrpost.metrics import Metrics, serve_metrics  # noqa: PLC0415 - only with --metrics
+
+        # the parent keeps write_fd open: workers forked later (restarts) inherit it
+        reader = PipeReader(read_fd, Metrics()).start()
+        stop_metrics = serve_metrics(reader.metrics, *_host_port(metrics_addr))
+    try:
+        _reap(children, stopping, spawn, reader)
+    finally:
+        if stop_metrics is not None:
+            stop_metrics()
+    return 0
+
+
+def _reap(children: dict[int, tuple[int, float]], stopping: list[float],
+          spawn: Callable[[int], int], reader: PipeReader | None) -> None:
+    while children:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            if stopping and time.monotonic() - stopping[0] > STOP_GRACE:
+                for left in children:
+                    log.warning("milter worker %d did not stop: killing it", left)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(left, signal.SIGKILL)
+                stopping[0] = time.monotonic()
+            time.sleep(0.1)
+            continue
+        if pid not in children:
+            continue
+        slot, started = children.pop(pid)
+        if reader is not None:
+            reader.worker_gone(pid)
+        if stopping:
+            continue
+        log.error("milter worker %d (slot %d) exited (%s); restarting", pid, slot,
+                  _describe(status))
+        if time.monotonic() - started < RESTART_PAUSE:
+            time.sleep(RESTART_PAUSE)  # a worker that dies at once must not fork-loop
+        if not stopping:
+            children[spawn(slot)] = (slot, time.monotonic())
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {os.WTERMSIG(status)}"
+    return f"status {os.waitstatus_to_exitcode(status)}"
