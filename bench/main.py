@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench import configs, netns, pipe, report, runner
+from bench.mta import Mta
 from bench.services import World
 from tests.support.daemons import SmtpSink
 
@@ -25,8 +26,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="fewer messages and runs (< 3 min)")
     p.add_argument("--only", help="comma-separated key prefixes (ceiling and references kept)")
     p.add_argument("--runs", type=int, help="runs per configuration (default 3, quick 2)")
-    p.add_argument("--messages", type=int, help="4 KB messages per run (5000, quick 300)")
-    p.add_argument("--mime-messages", type=int, help="MIME messages per run (500, quick 50)")
+    p.add_argument("--messages", type=int, help="4 KB messages per run (5000, quick 150)")
+    p.add_argument("--mime-messages", type=int, help="MIME messages per run (500, quick 30)")
     p.add_argument("--no-pipe", action="store_true", help="skip the pipe-mode measurements")
     p.add_argument("--no-milter", action="store_true", help="skip the Postfix measurements")
     p.add_argument("--profile", action="store_true",
@@ -42,10 +43,10 @@ def options(args: argparse.Namespace) -> runner.Options:
     """Message counts and runs from the arguments."""
     quick = args.quick
     return runner.Options(
-        messages=args.messages or (300 if quick else 5000),
-        mime_messages=args.mime_messages or (50 if quick else 500),
+        messages=args.messages or (150 if quick else 5000),
+        mime_messages=args.mime_messages or (30 if quick else 500),
         runs=args.runs or (2 if quick else 3),
-        warmup=20 if quick else 40)
+        warmup=10 if quick else 40)
 
 
 def header(args: argparse.Namespace, opts: runner.Options, started: float) -> str:
@@ -80,10 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         world.start_dns()
         work = runner.write_workloads(world)
         if not args.no_milter:
-            with SmtpSink(world.subdir("sink")) as sink:
+            with SmtpSink(world.subdir("sink")) as sink, Mta(sink) as mta:
                 for cfg in configs.select(configs.all_configs(), args.only):
                     runner.log(f"configuration {cfg.key}")
-                    results.append(runner.run_config(world, sink, work, cfg, opts))
+                    results.append(runner.run_config(world, mta, work, cfg, opts))
         if not args.no_pipe:
             pipe_rows = pipe.measure_all(world, work, 10 if args.quick else 30)
         profile_note = ""

@@ -54,13 +54,17 @@ def split(total: int, parts: int) -> list[int]:
 
 
 class Mta:
-    """A Postfix instance relaying to a shared smtp-sink, for one configuration."""
+    """One Postfix instance relaying to smtp-sink; :meth:`use` switches the milters (reload).
 
-    def __init__(self, sink: SmtpSink, milters: list[int]) -> None:
+    Postfix is started once for the whole bench (a start and stop per configuration cost
+    several seconds each); after a reload the warm-up run flushes smtpd processes that still
+    had the previous configuration.
+    """
+
+    def __init__(self, sink: SmtpSink) -> None:
         self.sink = sink
         self.postfix = PostfixInstance(
-            daemon_dir("pf"), relay_port=sink.port,
-            milters=[f"inet:127.0.0.1:{p}" for p in milters],
+            daemon_dir("pf"), relay_port=sink.port, milters=[],
             extra_main={
                 "default_process_limit": "200",
                 "smtpd_client_connection_count_limit": "0",
@@ -76,6 +80,12 @@ class Mta:
     def __exit__(self, *exc: object) -> None:
         self.postfix.stop()
         shutil.rmtree(self.postfix.dir, ignore_errors=True)
+
+    def use(self, milters: list[int]) -> None:
+        """Point ``smtpd_milters`` at these ports on 127.0.0.1 and reload Postfix."""
+        self.postfix.milters = [f"inet:127.0.0.1:{p}" for p in milters]
+        self.postfix.reload()
+        time.sleep(0.5)
 
     def master_pid(self) -> int:
         """Postfix master's pid (its tree is Postfix's CPU)."""

@@ -165,7 +165,16 @@ def profile_slowest(world: World, work: object, results: Sequence[object],
             and r.plain and not r.error]
     if not done:
         return "Profile: no rohrpost configuration ran, nothing to profile."
-    slowest = max(done, key=lambda r: summarize([x.filter_ms for x in r.plain]).median)
+    by_key = {r.cfg.key: r for r in results if isinstance(r, ConfigResult)}
+
+    def behind(res: ConfigResult) -> float:
+        """CPU per message relative to the reference tool (how far rohrpost is behind)."""
+        cpu = summarize([x.filter_ms for x in res.plain]).median
+        ref = by_key.get(res.cfg.reference or "")
+        ref_cpu = summarize([x.filter_ms for x in ref.plain]).median if ref and ref.plain else 0
+        return cpu / ref_cpu if ref_cpu else 0.0
+
+    slowest = max(done, key=behind)
     cfg = slowest.cfg
     d = world.subdir("profile")
     toml = d / "pipeline.toml"

@@ -7,6 +7,7 @@ a daemon that did not start, a stalled run) instead of numbers.
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from bench import configs, messages, milters
 from bench.mta import Mta, RunResult
 from bench.procstat import tree_usage
 from bench.services import World
-from tests.support.daemons import DaemonError, SmtpSink
+from tests.support.daemons import DaemonError
 
 MIME_SIZES = (20_000, 40_000, 60_000, 80_000, 100_000)
 
@@ -92,10 +93,10 @@ def check_sample(cfg: configs.BenchConfig, sample: bytes) -> str:
 
 def log(msg: str) -> None:
     """Progress on stderr (the table goes to stdout)."""
-    print(f"bench: {msg}", file=sys.stderr, flush=True)
+    print(f"bench: {time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
 
 
-def run_config(world: World, sink: SmtpSink, work: Workloads, cfg: configs.BenchConfig,
+def run_config(world: World, mta: Mta, work: Workloads, cfg: configs.BenchConfig,
                opts: Options) -> ConfigResult:
     """Measure one configuration (all runs)."""
     result = ConfigResult(cfg)
@@ -108,27 +109,28 @@ def run_config(world: World, sink: SmtpSink, work: Workloads, cfg: configs.Bench
         result.error = f"could not start: {exc}"[:300]
         return result
     sessions = [d.session for d in daemons] + [world.backend_session(b) for b in cfg.backends]
-    plain_n = max(20, int(opts.messages * cfg.scale))
+    plain_n = max(30, int(opts.messages * cfg.scale))
     mime_n = max(10, int(opts.mime_messages * cfg.scale))
     try:
-        with Mta(sink, [d.port for d in daemons]) as mta:
-            warm = mta.run(work.pick(cfg.workload, False), opts.warmup, sessions)
-            if warm.error:
-                result.error = f"warm-up failed: {warm.error}"[:300]
-                return result
-            result.check = check_sample(cfg, mta.sample())
-            for i in range(opts.runs):
-                for mime, bucket, n in ((False, result.plain, plain_n),
-                                        (True, result.mime, mime_n)):
-                    run = mta.run(work.pick(cfg.workload, mime), n, sessions)
-                    log(f"{cfg.key} run {i + 1} {'mime' if mime else '4KB'}: {run.messages} "
-                        f"msgs {run.rate:.1f}/s filter {run.filter_ms:.2f} ms/msg "
-                        f"postfix {run.postfix_ms:.2f} ms/msg {run.error}")
-                    if run.error:
-                        result.error = run.error[:300]
-                        return result
-                    bucket.append(run)
-            result.rss = tree_usage(sessions=sessions).rss
+        mta.use([d.port for d in daemons])
+        warm = mta.run(work.pick(cfg.workload, False), opts.warmup, sessions)
+        if warm.error:
+            result.error = f"warm-up failed: {warm.error}"[:300]
+            return result
+        for i in range(opts.runs):
+            for mime, bucket, n in ((False, result.plain, plain_n),
+                                    (True, result.mime, mime_n)):
+                run = mta.run(work.pick(cfg.workload, mime), n, sessions)
+                log(f"{cfg.key} run {i + 1} {'mime' if mime else '4KB'}: {run.messages} "
+                    f"msgs {run.rate:.1f}/s filter {run.filter_ms:.2f} ms/msg "
+                    f"postfix {run.postfix_ms:.2f} ms/msg {run.error}")
+                if run.error:
+                    result.error = run.error[:300]
+                    return result
+                bucket.append(run)
+                if not mime:
+                    result.check = check_sample(cfg, mta.sample())
+        result.rss = tree_usage(sessions=sessions).rss
     except (DaemonError, OSError) as exc:
         result.error = f"failed: {exc}"[:300]
     finally:

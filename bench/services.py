@@ -101,8 +101,8 @@ class Daemon:
         return " / ".join(text[-lines:]) or "(empty log)"
 
     def stop(self) -> None:
-        """Stop the whole session (idempotent)."""
-        stop_process(self.proc)
+        """Stop the whole session (idempotent); throwaway daemons get 2 s before SIGKILL."""
+        stop_process(self.proc, timeout=2.0)
         self.proc = None
 
 
