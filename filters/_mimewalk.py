@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from rohrpost.message import decode_words
+
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _B64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
 _UU_BEGIN = re.compile(rb"^begin(?:-base64)? [0-7]{3,4} ([^\r\n]+)\r?$", re.M)
@@ -105,28 +107,8 @@ def _params(header: str, value: str) -> list[tuple[str, str]]:
     msg[header] = value
     out = []
     for key, raw in msg.get_params(header=header, failobj=[])[1:]:
-        out.append((key.lower(), _decode_words(email.utils.collapse_rfc2231_value(raw))))
+        out.append((key.lower(), decode_words(email.utils.collapse_rfc2231_value(raw))))
     return out
-
-
-def _decode_words(text: str) -> str:
-    """RFC 2047 encoded words decoded, as clients do even inside parameters."""
-    if "=?" not in text:
-        return text
-    try:
-        parts = email.header.decode_header(text)
-    except (ValueError, LookupError):
-        return text
-    out = []
-    for chunk, charset in parts:
-        if isinstance(chunk, bytes):
-            try:
-                out.append(chunk.decode(charset or "ascii", "replace"))
-            except LookupError:
-                out.append(chunk.decode("utf-8", "replace"))
-        else:
-            out.append(chunk)
-    return "".join(out)
 
 
 def decode_body(data: bytes, cte: str) -> bytes:

@@ -175,7 +175,7 @@ class MilterSection:
 
     socket: str = "inet:8891@127.0.0.1"
     workers: int = 2
-    timeout: float = 60.0
+    timeout: float = 25.0  # below Postfix's milter_command_timeout (30 s)
     metrics: str = ""
 
 

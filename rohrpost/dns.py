@@ -387,7 +387,8 @@ class Resolver:
         if isinstance(exc, dns.exception.Timeout | TimeoutError):
             self._count("timeouts")
             error = DnsTempError(f"DNS timeout for {key[1]} {key[0]}")
-        elif isinstance(exc, dns.resolver.YXDOMAIN | dns.message.ChainTooLong):
+        elif isinstance(exc, dns.resolver.YXDOMAIN | dns.message.ChainTooLong) or (
+                isinstance(exc, dns.resolver.NoNameservers) and _wraps_chain_too_long(exc)):
             error = DnsPermError(f"DNS {type(exc).__name__} for {key[1]} {key[0]}")
         elif isinstance(exc, dns.exception.DNSException | OSError):
             error = DnsTempError(f"DNS failure for {key[1]} {key[0]}: {exc}")
@@ -395,3 +396,12 @@ class Resolver:
             raise exc
         self._cache.put(key, error, ERROR_TTL)
         raise error from exc
+
+
+def _wraps_chain_too_long(exc: BaseException) -> bool:
+    """True when dnspython's "no nameservers" hides a CNAME loop (a permanent error)."""
+    import dns.message
+
+    errors = getattr(exc, "kwargs", {}).get("errors", [])
+    return any(isinstance(e, tuple) and len(e) > 3 and isinstance(e[3], dns.message.ChainTooLong)
+               for e in errors)

@@ -43,20 +43,27 @@ class Header:
     @property
     def decoded(self) -> str:
         """The value with RFC 2047 encoded words decoded (what a mail client shows)."""
-        try:
-            parts = email.header.decode_header(self.value)
-        except Exception:  # noqa: BLE001 - malformed encoded words: show the raw text
-            return self.value
-        out = []
-        for chunk, charset in parts:
-            if isinstance(chunk, bytes):
-                try:
-                    out.append(chunk.decode(charset or "ascii", "replace"))
-                except LookupError:
-                    out.append(chunk.decode("utf-8", "replace"))
-            else:
-                out.append(chunk)
-        return "".join(out)
+        return decode_words(self.value)
+
+
+def decode_words(text: str) -> str:
+    """``text`` with RFC 2047 encoded words decoded; malformed words are left as they are."""
+    if "=?" not in text:
+        return text
+    try:
+        parts = email.header.decode_header(text)
+    except Exception:  # noqa: BLE001 - malformed encoded words: show the raw text
+        return text
+    out = []
+    for chunk, charset in parts:
+        if isinstance(chunk, bytes):
+            try:
+                out.append(chunk.decode(charset or "ascii", "replace"))
+            except LookupError:
+                out.append(chunk.decode("utf-8", "replace"))
+        else:
+            out.append(chunk)
+    return "".join(out)
 
 
 def _split(raw: bytes) -> tuple[bytes, list[Header], int]:

@@ -181,14 +181,14 @@ from importlib import metadata
 with open(sys.argv[1], "rb") as f:
     project = tomllib.load(f)["project"]
 reqs = project.get("dependencies", []) + project.get("optional-dependencies", {}).get("test", [])
-names = [re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0] for r in reqs] + [project["name"]]
 missing = []
-for name in names:
+for req in reqs:
+    name = re.split(r"[\s<>=!~;\[]", req, maxsplit=1)[0]
     try:
         metadata.distribution(name)
     except metadata.PackageNotFoundError:
-        missing.append(name)
-print(" ".join(missing))
+        missing.append(req)
+print("\n".join(missing))
 EOF
     PY_MISSING=$("$VENV/bin/python" -c "$PY_CHECK" "$REPO/pyproject.toml") \
         || die "could not read $REPO/pyproject.toml"
@@ -198,11 +198,14 @@ EOF
         step "Python deps missing in $VENV: $PY_MISSING"
         CHECK_FAILED=1
     else
-        step "pip install -e '.[test]' into $VENV (missing: $PY_MISSING)"
+        # the dependencies only: rohrpost itself runs from the checkout (bin/rohrpost puts it on
+        # sys.path; pytest's pythonpath too), which spares every start the editable-install hook
+        mapfile -t PY_REQS <<<"$PY_MISSING"
+        step "pip install into $VENV: ${PY_REQS[*]}"
         "$VENV/bin/python" -m pip install -q --upgrade pip \
             || die "pip upgrade failed"
-        "$VENV/bin/python" -m pip install -q -e "$REPO[test]" \
-            || die "pip install -e '.[test]' failed (pymilter needs libmilter-dev and gcc)"
+        "$VENV/bin/python" -m pip install -q "${PY_REQS[@]}" \
+            || die "pip install failed (pymilter needs libmilter-dev and gcc)"
         "$VENV/bin/python" -c 'import milter' || die "pymilter installed but 'import milter' fails"
         step "Python deps: installed"
     fi

@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("rohrpost.cli.servecmd:serve_cmd", "SMTP/LMTP receiver (content_filter, LMTP)."),
     "config": ("rohrpost.cli.configcmd:config_group", "Validate pipeline.toml."),
     "dkim": ("rohrpost.cli.dkimcmd:dkim_group", "DKIM keys: keygen, check."),
+    "dmarc": ("rohrpost.cli.dmarccmd:dmarc_group", "DMARC aggregate reports."),
+    "fetch": ("rohrpost.cli.fetchcmd:fetch_cmd", "Fetch mail over POP3/IMAP into the pipeline."),
     "quarantine": ("rohrpost.cli.quarantinecmd:quarantine_group",
                    "List, show, release or delete quarantined mail."),
     "learn": ("rohrpost.cli.learncmd:learn_cmd",

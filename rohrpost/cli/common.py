@@ -118,3 +118,12 @@ class MtaCommand(click.Command):
     """A command an MTA calls (run, filter, deliver): usage errors exit 75, not 64."""
 
     mta_facing = True
+
+
+def report_exit(report: Any) -> int:
+    """Print each failed recipient of a ``DeliveryReport`` on stderr; return its exit code."""
+    for outcome in report.outcomes:
+        if outcome.reply.code >= 400:
+            click.echo(f"{outcome.reply.enhanced} {outcome.rcpt or '-'}: {outcome.reply.text}",
+                       err=True)
+    return int(report.exit_code)

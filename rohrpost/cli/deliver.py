@@ -17,6 +17,7 @@ from rohrpost.cli.common import (
     envelope_options,
     fail,
     read_message,
+    report_exit,
     tempfail_on_crash,
 )
 from rohrpost.envsource import EnvelopeError, envelope_for_pipe
@@ -28,13 +29,17 @@ MAX_DELIVER_SIZE = 1 << 31
 
 @click.command("deliver", cls=MtaCommand)
 @click.argument("dest", metavar="DEST")
+@click.option("-c", "--config", "config_path", metavar="FILE", default=None,
+              type=click.Path(dir_okay=False),
+              help="pipeline.toml whose [deliver] table sorts (junk, rules, dedup, quota)")
 @envelope_options
 @tempfail_on_crash
-def deliver_cmd(dest: str, **kwargs: Any) -> int:
+def deliver_cmd(dest: str, config_path: str | None, **kwargs: Any) -> int:
     """Deliver the message on stdin to DEST.
 
     DEST: maildir:PATH, mbox:PATH, lmtp:HOST:PORT, lmtp:unix:PATH, smtp:HOST:PORT,
-    pipe:COMMAND ARG... (no shell).
+    pipe:COMMAND ARG... (no shell). With -c and a [deliver] table the message is sorted
+    (docs/delivery.md); spam is recognised by X-Spam-Flag/X-Spam-Status from earlier stages.
     """
     from rohrpost.deliver import DestinationError, deliver, parse_destination
 
@@ -48,9 +53,16 @@ def deliver_cmd(dest: str, **kwargs: Any) -> int:
         envelope = envelope_for_pipe(args, os.environ, Message(raw))
     except EnvelopeError as exc:
         fail(EX_TEMPFAIL, "4.3.5", str(exc))
+    if config_path is not None:
+        import asyncio
+
+        from rohrpost.cli.common import load_or_exit
+        from rohrpost.cli.sortcmd import deliver_sorted_code, load_sorting
+
+        config = load_or_exit(config_path, mta_facing=True)
+        section = load_sorting(config) if "deliver" in config.raw else None
+        if section is not None:
+            return asyncio.run(deliver_sorted_code(config, section, dest, raw, envelope,
+                                                   spam=None))
     report = deliver(destination, raw, envelope)
-    for outcome in report.outcomes:
-        if outcome.reply.code >= 400:
-            click.echo(f"{outcome.reply.enhanced} {outcome.rcpt or '-'}: {outcome.reply.text}",
-                       err=True)
-    return int(report.exit_code)
+    return report_exit(report)

@@ -29,8 +29,8 @@ def milter_cmd(config_path: str | None, socket_spec: str | None, workers: int | 
                metrics_addr: str | None) -> int:
     """Serve the pipeline to Postfix as a milter (smtpd_milters = inet:PORT@HOST)."""
     # imported here so that other subcommands never load pymilter (lazy CLI, see cli/__init__)
-    from rohrpost.logsetup import setup_logging  # noqa: PLC0415
-    from rohrpost.milter.server import SocketError, SocketSpec, serve  # noqa: PLC0415
+    from rohrpost.logsetup import setup_logging
+    from rohrpost.milter.server import SocketError, SocketSpec, serve
 
     config = load_or_exit(config_path, mta_facing=False)
     setup_logging(config.log.level, config.log.target, config.log.format)

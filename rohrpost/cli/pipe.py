@@ -23,6 +23,7 @@ from rohrpost.cli.common import (
     fail,
     load_or_exit,
     read_message,
+    report_exit,
     tempfail_on_crash,
 )
 from rohrpost.config import Config, ConfigError, FilterSpec
@@ -71,9 +72,22 @@ async def _run_async(config: Config, pipeline: Pipeline, envelope: Any, message:
         click.echo(f"{verdict.reply.enhanced} {verdict.reply.text}", err=True)
         return exit_code_for(verdict.reply)
     out = done.message
-    if verdict.action is Action.QUARANTINE:
+    sorting = None
+    if deliver and "deliver" in config.raw:
+        from rohrpost.cli.sortcmd import load_sorting
+
+        sorting = load_sorting(config)
+    to_junk = (verdict.action is Action.QUARANTINE and sorting is not None
+               and sorting.quarantine_to_junk)
+    if verdict.action is Action.QUARANTINE and not to_junk:
         qid = _quarantine(config, out.raw, done.envelope, outcome)
         click.echo(f"2.0.0 quarantined as {qid}: {verdict.reason}", err=True)
+    if deliver and sorting is not None and verdict.action is not Action.DISCARD \
+            and (verdict.action is not Action.QUARANTINE or to_junk):
+        from rohrpost.cli.sortcmd import deliver_sorted_code
+
+        return await deliver_sorted_code(config, sorting, deliver, out.raw, done.envelope,
+                                         spam=outcome.is_spam or to_junk)
     if verdict.action in (Action.QUARANTINE, Action.DISCARD):
         if deliver:
             return 0
@@ -110,11 +124,7 @@ def _deliver(spec: str, raw: bytes, envelope: Any) -> int:
     except DestinationError as exc:
         fail(EX_TEMPFAIL, "4.3.5", f"bad destination: {exc}")
     report = deliver(dest, raw, envelope)
-    for outcome in report.outcomes:
-        if outcome.reply.code >= 400:
-            click.echo(f"{outcome.reply.enhanced} {outcome.rcpt or '-'}: {outcome.reply.text}",
-                       err=True)
-    return int(report.exit_code)
+    return report_exit(report)
 
 
 @click.command("run", cls=MtaCommand)

@@ -225,7 +225,8 @@ class MilterConnection:
         result = self._stage(self.session.run_stage(Stage.EOM, message))
         if result is INTERNAL_ERROR:  # a crash or the stage deadline
             self.session.verdict = result
-        outcome = decide(self.config, self.session.runs, message, self.session.verdict)
+        outcome = decide(self.config, self.session.runs, message, self.session.verdict,
+                         self.session.envelope.rcpts)
         rc = self._finish(outcome, message)
         self._log(outcome)
         self._reset_message()

@@ -105,7 +105,7 @@ def _open(spec: SocketSpec, timeout: float) -> None:
 def worker_main(config: Config, timeout: float, sink: MetricsSink,
                 holder: list[MilterApp]) -> int:
     """Run a worker: its own loop, pipeline and services, then libmilter's main loop."""
-    from rohrpost.services import make_services  # noqa: PLC0415 - only in workers
+    from rohrpost.services import make_services
 
     # libmilter's signal thread sigwait()s for these; every other thread must block them,
     # including the loop thread started below, or a SIGTERM could be swallowed.
@@ -145,7 +145,7 @@ def serve(config: Config, socket_spec: str, workers: int, metrics_addr: str = ""
         if workers <= 0:
             sink: MetricsSink = NoMetrics()
             if metrics_addr:
-                from rohrpost.metrics import Metrics, serve_metrics  # noqa: PLC0415
+                from rohrpost.metrics import Metrics, serve_metrics
 
                 registry = Metrics()
                 sink = registry
@@ -214,7 +214,7 @@ def _supervise(config: Config, workers: int, timeout: float, metrics_addr: str,
     reader: PipeReader | None = None
     stop_metrics: Callable[[], None] | None = None
     if metrics_addr:
-        from rohrpost.metrics import Metrics, serve_metrics  # noqa: PLC0415 - only with --metrics
+        from rohrpost.metrics import Metrics, serve_metrics
 
         # the parent keeps write_fd open: workers forked later (restarts) inherit it
         reader = PipeReader(read_fd, Metrics()).start()

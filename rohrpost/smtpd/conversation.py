@@ -213,7 +213,8 @@ class Conversation:
         start = time.perf_counter()
         message = Message(raw)
         await session.run_stage(Stage.EOM, message)
-        outcome = decide(self.shared.config, session.runs, message, session.verdict)
+        outcome = decide(self.shared.config, session.runs, message, session.verdict,
+                         session.envelope.rcpts)
         new_message, new_envelope = message, session.envelope
         if outcome.action not in _FAIL:
             new_message, new_envelope = apply_changes(message, session.envelope, outcome.changes)

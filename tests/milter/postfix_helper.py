@@ -87,7 +87,7 @@ class Catcher:
         self._lock = threading.Lock()
 
     def start(self) -> Catcher:
-        from aiosmtpd.controller import Controller  # noqa: PLC0415 - only when used
+        from aiosmtpd.controller import Controller
 
         catcher = self
 

@@ -26,11 +26,12 @@ from rohrpost.message import Message
 from tests.milter.postfix_helper import Catcher, MilterProcess, Postfix, free_port, send, wait_for
 from tests.milter.testfilters.probe_changes import parse
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("postfix"),
-                       reason="needs root and Debian's postfix"),
-]
+pytestmark = pytest.mark.integration
+
+
+def test_environment_has_root_and_postfix() -> None:
+    assert os.geteuid() == 0, "the Postfix tests run a throwaway Postfix and need root"
+    assert shutil.which("postfix"), "Debian's postfix is missing: run scripts/install-deps.sh"
 
 RULES = """
 [[filter.rule]]

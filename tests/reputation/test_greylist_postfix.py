@@ -7,7 +7,6 @@ after the merge. Waits use deadlines; the only sleep is the greylist delay itsel
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
 import subprocess
@@ -27,14 +26,9 @@ from tests.support.daemons import (
 from tests.support.fixtures_daemons import PostfixFactory
 
 ROOT = Path(__file__).resolve().parents[2]
-HAVE_MILTER = importlib.util.find_spec("rohrpost.cli.miltercmd") is not None
 DELAY = 2
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not HAVE_MILTER, reason="rohrpost milter is not on this branch yet "
-                       "(branch 'milter'); the lead runs this test after merging it"),
-]
+pytestmark = pytest.mark.integration
 
 MSG = (b"From: Alice <alice@sender.example>\r\nTo: bob@example.net\r\n"
        b"Subject: greylist through postfix\r\nMessage-ID: <grey-1@sender.example>\r\n\r\n"

@@ -1,18 +1,13 @@
 """serve with the real ``rules`` filter (contract rules) and the Prometheus endpoint.
 
-Both come from other branches (filters, milter); the tests skip where they are not present.
+
 """
 
-import importlib.util
-import os
 import smtplib
 import urllib.request
 
 import pytest
-from serve_support import ROOT, free_port, lmtp_transaction, message
-
-HAVE_RULES = os.path.isfile(os.path.join(ROOT, "filters", "rules.py"))
-HAVE_METRICS = importlib.util.find_spec("rohrpost.metrics") is not None
+from serve_support import free_port, lmtp_transaction, message
 
 CONTRACT = r'''
 [pipeline]
@@ -47,10 +42,8 @@ client_ip = ["192.0.2.0/24"]
 add_header = { name = "X-Seen-Client", value = "documentation net" }
 '''
 
-rules = pytest.mark.skipif(not HAVE_RULES, reason="filters/rules.py (branch filters) not here")
 
 
-@rules
 def test_rules_reject_buy_now_at_data(serve, catcher):
     handler, port = catcher()
     srv = serve("--deliver", f"smtp:127.0.0.1:{port}", config=CONTRACT, use_bin=True)
@@ -60,7 +53,6 @@ def test_rules_reject_buy_now_at_data(serve, catcher):
     assert handler.received == []
 
 
-@rules
 def test_rules_score_and_header_then_quarantine(serve, catcher, tmp_path):
     handler, port = catcher()
     srv = serve("--deliver", f"smtp:127.0.0.1:{port}", config=CONTRACT, use_bin=True)
@@ -74,7 +66,6 @@ def test_rules_score_and_header_then_quarantine(serve, catcher, tmp_path):
                 if p.suffix == ".json"]) == 1
 
 
-@rules
 def test_rules_see_the_xforwarded_client(serve, maildir):
     srv = serve("--lmtp", "--deliver", f"maildir:{maildir}", config=CONTRACT, use_bin=True)
     _r, data = lmtp_transaction(srv.port, "a@example.org", ["b@example.net"], message(),
@@ -86,7 +77,6 @@ def test_rules_see_the_xforwarded_client(serve, maildir):
     assert len(with_header) == 1
 
 
-@pytest.mark.skipif(not HAVE_METRICS, reason="rohrpost/metrics.py (branch milter) not here")
 def test_metrics_endpoint_counts_messages_and_connections(serve, catcher):
     _handler, port = catcher()
     mport = free_port()

@@ -1,6 +1,5 @@
 """rohrpost serve in SMTP (content_filter) mode: a real subprocess, smtplib, aiosmtpd next hop."""
 
-import importlib.util
 import json
 import os
 import smtplib
@@ -331,14 +330,6 @@ def test_bad_destination_and_listen_exit_78(serve, catcher):
     assert "configuration error" in srv.stderr()
     srv = serve("--deliver", "maildir:/tmp/x", "--listen", "nonsense", ready=False)
     assert srv.proc.wait(30) == 78
-
-
-def test_metrics_without_metrics_module_fails_clearly(serve, catcher):
-    if importlib.util.find_spec("rohrpost.metrics") is not None:
-        pytest.skip("rohrpost.metrics is present; covered by a metrics test instead")
-    srv = serve("--deliver", "maildir:/tmp/x", "--metrics", "127.0.0.1:0", ready=False)
-    assert srv.proc.wait(30) == 78
-    assert "no rohrpost.metrics module" in srv.stderr()
 
 
 def test_pipeline_config_is_used(serve, catcher):
