@@ -16,6 +16,17 @@ from bench.services import Daemon, World, chown_tree, write_files
 from tests.support.daemons import DaemonError, free_port
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def rohrpost_argv() -> list[str]:
+    """``rohrpost`` from this checkout with the bench's interpreter (what bin/rohrpost execs).
+
+    Not bin/rohrpost itself: it picks ``REPO/.venv`` or ``python3``, and a worktree may have
+    no .venv of its own; the bench runs with the interpreter that has the dependencies.
+    """
+    code = ("import sys; sys.path.insert(0, sys.argv.pop(1)); from rohrpost.cli import main; "
+            "main(prog_name='rohrpost')")
+    return [sys.executable, "-c", code, str(REPO)]
 Factory = Callable[[World, int, configs.BenchConfig], Daemon]
 
 
@@ -101,7 +112,7 @@ def _rohrpost(world: World, port: int, cfg: configs.BenchConfig) -> Daemon:
     conf = d / "pipeline.toml"
     conf.write_text(configs.render_rohrpost(cfg, d / "var", world.key, clamd_port=clamd,
                                             spamd_port=spamd, dns_port=world.dns_port))
-    argv = [sys.executable, str(REPO / "bin" / "rohrpost"), "milter", "-c", str(conf),
+    argv = [*rohrpost_argv(), "milter", "-c", str(conf),
             "--socket", f"inet:{port}@127.0.0.1", "--workers", "2"]
     return Daemon("rohrpost", argv, port, d, timeout=60)
 

@@ -81,7 +81,7 @@ def measure(case: PipeCase, repeat: int, server_session: int | None = None) -> P
 def cases(world: World, work: Path, signed: Path, dkim_toml: Path,
           default_toml: Path) -> list[PipeCase]:
     """The commands compared, all on the same 4 KB message (DKIM ones on its signed copy)."""
-    rp = [sys.executable, str(REPO / "bin" / "rohrpost")]
+    rp = milters.rohrpost_argv()
     clamd_conf = world.dir / "clamd" / "clamd.conf"
     return [
         PipeCase("python3 -c pass", [sys.executable, "-c", "pass"], None),
