@@ -24,14 +24,14 @@ run: deps-run
 	$(PY) bin/rohrpost serve -c pipeline.toml
 
 lint: deps
-	$(VENV)/bin/ruff check rohrpost filters bin tests
-	$(VENV)/bin/mypy --strict rohrpost filters
+	$(VENV)/bin/ruff check rohrpost filters bin tests bench
+	$(VENV)/bin/mypy --strict rohrpost filters bench
 
 typecheck: lint
 
 test: deps
-	$(VENV)/bin/ruff check rohrpost filters bin tests
-	$(VENV)/bin/mypy --strict rohrpost filters
+	$(VENV)/bin/ruff check rohrpost filters bin tests bench
+	$(VENV)/bin/mypy --strict rohrpost filters bench
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 unit: deps
@@ -40,8 +40,12 @@ unit: deps
 integration: deps
 	$(PY) -m pytest -q -m integration $(PYTEST_ARGS)
 
+# installs the reference filters too (scripts/install-deps.sh --bench); needs root; prints the
+# table and writes bench/results/DATE.md. QUICK=1: fewer messages and runs; BENCH_ARGS: more
+# options (python -m bench --help), e.g. BENCH_ARGS="--only sign,verify --profile".
 bench: deps
-	$(PY) -m bench $(if $(QUICK),--quick,)
+	@scripts/install-deps.sh --bench --no-venv
+	$(PY) -m bench $(if $(QUICK),--quick,) $(BENCH_ARGS)
 
 clean:
 	rm -rf var build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

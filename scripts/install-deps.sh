@@ -7,6 +7,9 @@
 #   scripts/install-deps.sh --check    only report; exit 1 if something is missing
 #   scripts/install-deps.sh --no-apt   skip Debian packages   (--no-venv: skip the virtualenv)
 #   scripts/install-deps.sh --minimal  only what `make run` needs (libmilter-dev, a C compiler)
+#   scripts/install-deps.sh --bench    also the reference filters `make bench` compares against
+#                                      (opendkim, opendmarc, SPF policy daemon, clamav-milter,
+#                                      spamass-milter, rspamd, dkimpy-milter); see docs/performance.md
 #
 # Environment: ROHRPOST_VENV (default: <repo>/.venv), PYTHON (default: python3; >= 3.11).
 #
@@ -19,13 +22,14 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${ROHRPOST_VENV:-$REPO/.venv}
 PYTHON=${PYTHON:-python3}
-CHECK=0 APT=1 VENV_STEP=1 MINIMAL=0
+CHECK=0 APT=1 VENV_STEP=1 MINIMAL=0 BENCH=0
 for arg in "$@"; do
     case $arg in
         --check) CHECK=1 ;;
         --no-apt) APT=0 ;;
         --no-venv) VENV_STEP=0 ;;
         --minimal) MINIMAL=1 ;;
+        --bench) BENCH=1 ;;
         -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "install-deps: unknown argument: $arg" >&2; exit 2 ;;
     esac
@@ -42,6 +46,13 @@ PACKAGES=(
     opendkim-tools openssl ssl-cert ca-certificates publicsuffix
 )
 if [ "$MINIMAL" = 1 ]; then PACKAGES=(libmilter-dev gcc libc6-dev); fi
+# The reference tools of `make bench` (all in Debian 12; OpenARC is not packaged there).
+# policyd-spf is postfix-policyd-spf-python; its milter twin is pyspf-milter.
+BENCH_PACKAGES=(
+    opendkim opendkim-tools opendmarc postfix-policyd-spf-python pyspf-milter
+    clamav-milter spamass-milter rspamd dkimpy-milter
+)
+if [ "$BENCH" = 1 ]; then PACKAGES+=("${BENCH_PACKAGES[@]}"); fi
 # system services these packages may start, with the pid file of the system instance
 # (pid files, not init-script "status": Debian's postfix script says 0 with no main.cf at all)
 SERVICES=(
@@ -51,6 +62,13 @@ SERVICES=(
     clamav-daemon:/run/clamav/clamd.pid
     clamav-freshclam:/run/clamav/freshclam.pid
     spamd:/run/spamd.pid
+    opendkim:/run/opendkim/opendkim.pid
+    opendmarc:/run/opendmarc/opendmarc.pid
+    clamav-milter:/run/clamav/clamav-milter.pid
+    spamass-milter:/run/spamass/spamass.pid
+    rspamd:/run/rspamd/rspamd.pid
+    dkimpy-milter:/run/dkimpy-milter/dkimpy-milter.pid
+    pyspf-milter:/run/pyspf-milter/pyspf-milter.pid
 )
 
 step() { printf 'install-deps: %s\n' "$*"; }

@@ -1,0 +1,200 @@
+"""Configuration files of the reference tools and of rohrpost, rendered as text.
+
+Pure functions of their arguments (paths and ports), unit-tested for each tool. Every tool
+listens on 127.0.0.1 only, runs in the foreground, logs into the bench's directory, and is
+told not to skip loopback clients (smtp-source connects from 127.0.0.1, which most tools
+treat as "internal" by default and would not check at all).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+AUTHSERV_ID = "mx.rohrpost.test"
+#: an address no client uses: "internal hosts" / "skip" lists must not contain 127.0.0.1
+NOBODY_NET = "192.0.2.1"
+
+
+def kv_conf(items: Mapping[str, str | int | bool], sep: str = " ") -> str:
+    """``Key value`` lines (OpenDKIM/OpenDMARC/clamd style); booleans as ``true``/``false``."""
+    lines = []
+    for key, value in items.items():
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        lines.append(f"{key}{sep}{text}")
+    return "\n".join(lines) + "\n"
+
+
+def opendkim_conf(d: Path, port: int, mode: str, *, domain: str, selector: str,
+                  key: Path) -> str:
+    """opendkim.conf(5) for signing (``mode="s"``) or verifying (``"v"``)."""
+    items: dict[str, str | int | bool] = {
+        "Socket": f"inet:{port}@127.0.0.1", "Background": False, "Syslog": False,
+        "PidFile": str(d / "opendkim.pid"), "Mode": mode, "AuthservID": AUTHSERV_ID,
+        "Canonicalization": "relaxed/relaxed", "SignatureAlgorithm": "rsa-sha256",
+        "RequireSafeKeys": False, "Nameservers": "127.0.0.1",
+    }
+    if "s" in mode:
+        items |= {"Domain": domain, "Selector": selector, "KeyFile": str(key),
+                  "InternalHosts": "127.0.0.0/8"}
+    else:
+        items |= {"InternalHosts": NOBODY_NET}
+    return kv_conf(items)
+
+
+def dkimpy_milter_conf(d: Path, port: int, mode: str, *, domain: str, selector: str,
+                       key: Path) -> str:
+    """dkimpy-milter.conf(5): OpenDKIM-style keys, run as root in the foreground."""
+    items: dict[str, str | int | bool] = {
+        "Socket": f"inet:{port}@127.0.0.1", "Syslog": False,
+        "PidFile": str(d / "dkimpy-milter.pid"), "Mode": mode, "AuthservID": AUTHSERV_ID,
+        "Canonicalization": "relaxed/relaxed", "UserID": "root",
+    }
+    if "s" in mode:
+        items |= {"Domain": domain, "Selector": selector, "KeyFile": str(key),
+                  "InternalHosts": "127.0.0.0/8"}
+    else:
+        items |= {"InternalHosts": NOBODY_NET}
+    return kv_conf(items)
+
+
+def opendmarc_conf(d: Path, port: int) -> str:
+    """opendmarc.conf(5): checks every client (IgnoreHosts names nobody), SPF done itself."""
+    return kv_conf({
+        "Socket": f"inet:{port}@127.0.0.1", "Background": False, "Syslog": False,
+        "PidFile": str(d / "opendmarc.pid"), "AuthservID": AUTHSERV_ID,
+        "TrustedAuthservIDs": AUTHSERV_ID, "IgnoreHosts": str(d / "ignore.hosts"),
+        "SPFSelfValidate": True, "RejectFailures": False, "UserID": "opendmarc",
+        "PublicSuffixList": "/usr/share/publicsuffix/public_suffix_list.dat",
+    })
+
+
+def pyspf_milter_conf(d: Path, port: int) -> str:
+    """pyspf-milter's policyd-spf.conf style file: result-only, no skipped addresses."""
+    return kv_conf({
+        "debugLevel": 0, "TestOnly": 1, "HELO_reject": "Fail", "Mail_From_reject": "Fail",
+        "PermError_reject": "False", "TempError_Defer": "False",
+        "skip_addresses": f"{NOBODY_NET}/32", "Socket": f"inet:{port}@127.0.0.1",
+        "PidFile": str(d / "pyspf-milter.pid"), "UserID": "pyspf-milter",
+        "InternalHosts": NOBODY_NET, "Authserv_Id": AUTHSERV_ID,
+    }, sep=" = ")
+
+
+def clamd_conf(d: Path, port: int, database: Path) -> str:
+    """clamd.conf(5): TCP on loopback, foreground, the offline signature directory."""
+    return kv_conf({
+        "Foreground": True, "TCPSocket": port, "TCPAddr": "127.0.0.1",
+        "DatabaseDirectory": str(database), "LogFile": str(d / "clamd.log"),
+        "PidFile": str(d / "clamd.pid"), "MaxThreads": 20, "User": "root",
+        "StreamMaxLength": "50M",
+    })
+
+
+def clamav_milter_conf(d: Path, port: int, clamd_port: int) -> str:
+    """clamav-milter.conf(5): scans through clamd, rejects infected mail, adds its header."""
+    return kv_conf({
+        "MilterSocket": f"inet:{port}@127.0.0.1", "Foreground": True,
+        "ClamdSocket": f"tcp:127.0.0.1:{clamd_port}", "PidFile": str(d / "clamav-milter.pid"),
+        "LogFile": str(d / "clamav-milter.log"), "OnInfected": "Reject",
+        "AddHeader": "Replace", "MaxFileSize": "25M", "User": "root",
+    })
+
+
+def spamass_milter_argv(port: int, spamd_port: int, pidfile: Path) -> list[str]:
+    """spamass-milter's command line: checks every client, talks to our spamd through spamc."""
+    return ["spamass-milter", "-p", f"inet:{port}@127.0.0.1", "-P", str(pidfile),
+            "-i", NOBODY_NET, "--", "-d", "127.0.0.1", "-p", str(spamd_port)]
+
+
+def spamd_argv(port: int, pidfile: Path, children: int = 2) -> list[str]:
+    """Spamd on loopback, local tests only (no network rules), no user configs."""
+    return ["spamd", "--listen", f"127.0.0.1:{port}", "-L", "-u", "nobody", "-x",
+            "--max-children", str(children), "--min-children", str(children),
+            "--pidfile", str(pidfile), "--syslog", "stderr"]
+
+
+def rspamd_local_files(port: int, *, normal_port: int, controller_port: int, redis_port: int,
+                       clamd_port: int, dbdir: Path) -> dict[str, str]:
+    """local.d/override.d files (relative path -> text) for Rspamd's milter proxy.
+
+    The proxy scans itself (``self_scan``, one process type, 2 processes for 2 cores), uses
+    our DNS server and Redis, checks loopback clients, runs SPF/DKIM/DMARC/ARC and the
+    antivirus module on our clamd; network-only modules (RBLs, fuzzy storage) are off.
+    """
+    return {
+        "override.d/worker-proxy.inc": (
+            f'bind_socket = "127.0.0.1:{port}";\nmilter = yes;\ntimeout = 120s;\ncount = 2;\n'
+            'upstream "local" {\n  default = yes;\n  self_scan = yes;\n}\n'),
+        "override.d/worker-normal.inc": f'bind_socket = "127.0.0.1:{normal_port}";\ncount = 1;\n',
+        "override.d/worker-controller.inc": (
+            f'bind_socket = "127.0.0.1:{controller_port}";\ncount = 1;\n'),
+        "override.d/worker-fuzzy.inc": "count = -1;\n",
+        "local.d/options.inc": (
+            'dns {\n  nameserver = ["127.0.0.1:53"];\n  timeout = 1s;\n  retransmits = 1;\n}\n'
+            "local_addrs = [];\n"
+            f'hs_cache_dir = "{dbdir}/";\n'),
+        "local.d/redis.conf": f'servers = "127.0.0.1:{redis_port}";\n',
+        "local.d/logging.inc": 'type = "console";\nlevel = "error";\n',
+        "local.d/antivirus.conf": (
+            "clamav {\n  action = \"reject\";\n  symbol = \"CLAM_VIRUS\";\n  type = \"clamav\";\n"
+            f'  servers = "127.0.0.1:{clamd_port}";\n  scan_mime_parts = false;\n'
+            "  max_size = 26214400;\n}\n"),
+        "local.d/milter_headers.conf": (
+            'use = ["authentication-results", "x-spamd-result"];\n'
+            "skip_local = false;\nskip_authenticated = false;\n"),
+        "local.d/rbl.conf": "enabled = false;\n",
+        "local.d/fuzzy_check.conf": "enabled = false;\n",
+        "local.d/neural.conf": "enabled = false;\n",
+        "local.d/asn.conf": "enabled = false;\n",
+        "local.d/url_redirector.conf": "enabled = false;\n",
+        "local.d/emails.conf": "enabled = false;\n",
+        "local.d/dkim_signing.conf": "enabled = false;\n",
+        "local.d/arc.conf": ("sign_local = false;\nsign_authenticated = false;\n"
+                             "check_local = true;\ncheck_authed = true;\n"),
+        "local.d/spf.conf": "check_local = true;\ncheck_authed = true;\n",
+        "local.d/dkim.conf": "check_local = true;\ncheck_authed = true;\n",
+        "local.d/dmarc.conf": "check_local = true;\ncheck_authed = true;\n",
+        "local.d/greylist.conf": "enabled = false;\n",
+        "local.d/ratelimit.conf": "enabled = false;\n",
+    }
+
+
+def rspamd_argv(conf_dir: Path, dbdir: Path, rundir: Path, pidfile: Path) -> list[str]:
+    """Rspamd in the foreground with the packaged config and ours as LOCAL_CONFDIR."""
+    return ["rspamd", "-f", "-c", "/etc/rspamd/rspamd.conf", "-u", "_rspamd", "-g", "_rspamd",
+            "-p", str(pidfile), "--var", f"LOCAL_CONFDIR={conf_dir}",
+            "--var", f"DBDIR={dbdir}", "--var", f"RUNDIR={rundir}",
+            "--var", f"LOGDIR={rundir}"]
+
+
+def toml_value(value: object) -> str:
+    """A TOML literal for str, bool, int, float and lists of them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"no TOML form for {type(value).__name__}")
+
+
+def rohrpost_pipeline(var_dir: Path, filters: Sequence[tuple[str, Mapping[str, object]]],
+                      *, dns_port: int = 53, workers: int = 2) -> str:
+    """A pipeline.toml with ``filters`` (name, options) in order, our DNS server, no policy."""
+    out = [
+        "[pipeline]", f'authserv_id = "{AUTHSERV_ID}"', 'on_error = "tempfail"',
+        f"var_dir = {toml_value(str(var_dir))}", "",
+        "[dns]", f'servers = ["127.0.0.1:{dns_port}"]', "timeout = 2.0", "",
+        "[log]", 'level = "warning"', "",
+        "[milter]", f"workers = {workers}", "",
+    ]
+    for name, options in filters:
+        out.append("[[filter]]")
+        out.append(f"use = {toml_value(name)}")
+        out.extend(f"{k} = {toml_value(v)}" for k, v in options.items())
+        out.append("")
+    return "\n".join(out)
