@@ -6,8 +6,9 @@ dkim-sign, arc-seal, authres), a loopback DNS server serving every SPF, DKIM and
 (DKIM keys made with ``rohrpost dkim keygen``), and an aiosmtpd catcher as the next hop. The
 internet's DNS is never asked. Issue 3, "Done means": end to end on a real Postfix.
 
-Only 192.0.2.0/24 is a trusted network here, so a client on 127.0.0.1 counts as the internet
-unless it logs in (SMTP AUTH): that is what makes signing depend on authentication alone.
+Only 127.0.0.2 (think: the webmail host) is a trusted network here, so a client on 127.0.0.1
+counts as the internet unless it logs in (SMTP AUTH): that is what makes signing depend on
+authentication alone.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def pipeline_toml(tmp: Path, dns: TestDnsServer, keys: dict[str, Path]) -> str:
 authserv_id = "{AUTHSERV}"
 hostname = "{AUTHSERV}"
 var_dir = "{tmp}/var"
-trusted_networks = ["192.0.2.0/24"]   # 127.0.0.1 is "the internet" unless it logs in
+trusted_networks = ["127.0.0.2/32"]   # 127.0.0.1 is "the internet" unless it logs in
 
 [dns]
 servers = ["{dns.address}"]
@@ -210,6 +211,7 @@ def stack() -> Iterator[Stack]:
             ("evil.test", "v=spf1 ip4:127.0.0.1 -all"),
             ("example.org", "v=spf1 ip4:192.0.2.0/24 -all"),
             ("_dmarc.example.org", "v=DMARC1; p=none"),
+            ("_dmarc.shop.example.org", "v=DMARC1; p=reject"),
         ):
             dns.add(name, "TXT", value)
         config = tmp / "pipeline.toml"
@@ -260,15 +262,17 @@ def remote_signed(raw: bytes, key: bytes, domain: bytes = b"remote.test") -> byt
     return sig + raw
 
 
-def send_authenticated(port: int, mail_from: str, rcpts: list[str],
-                       data: bytes) -> tuple[int, str]:
-    """Log in with AUTH PLAIN, send, and return the reply to the end of DATA."""
-    with smtplib.SMTP(LOOPBACK, port, timeout=20) as client:
+def send_authenticated(port: int, mail_from: str, rcpts: list[str], data: bytes, *,
+                       login: bool = True, source: str = LOOPBACK) -> tuple[int, str]:
+    """Log in with AUTH PLAIN (unless not ``login``), send from ``source``, return the reply
+    to the end of DATA."""
+    with smtplib.SMTP(LOOPBACK, port, timeout=20, source_address=(source, 0)) as client:
         client.ehlo("laptop.example.org")
         assert client.has_extn("auth") and "PLAIN" in client.esmtp_features["auth"].upper()
-        client.user, client.password = USER, PASSWORD
-        code, text = client.auth("PLAIN", client.auth_plain)
-        assert code == 235, (code, text)
+        if login:
+            client.user, client.password = USER, PASSWORD
+            code, text = client.auth("PLAIN", client.auth_plain)
+            assert code == 235, (code, text)
         assert client.mail(mail_from)[0] == 250
         for rcpt in rcpts:
             assert client.rcpt(rcpt)[0] in (250, 251)
@@ -354,6 +358,23 @@ def test_unauthenticated_client_is_not_signed(stack: Stack) -> None:
     assert results["spf"][0].startswith("fail smtp.mailfrom=alice@example.org")
     assert results["dkim"] == ["none"]
     assert results["dmarc"][0].startswith("fail header.from=example.org")
+
+
+def test_trusted_network_is_signed_and_not_judged_by_dmarc(stack: Stack) -> None:
+    """A trusted host (127.0.0.2) without AUTH, From a p=reject domain of ours: signed, and
+    not refused by DMARC, which runs before dkim-sign and would see it unsigned (OpenDMARC's
+    IgnoreHosts default; our spf skips trusted networks the same way)."""
+    msgid = "<trusted-1@shop.example.org>"
+    code, text = send_authenticated(
+        stack.postfix.port, "orders@shop.example.org", ["bob@elsewhere.test"],
+        message("Your order", "Shop <orders@shop.example.org>", msgid), login=False,
+        source="127.0.0.2")
+    assert code == 250, text
+    got = stack.arrived(msgid)
+    assert "[127.0.0.2]" in Message(got.data).get("Received")
+    sigs = dkim_sigs(Message(got.data))
+    assert sorted(s["s"] for s in sigs) == ["ed2026", "rsa2026"]
+    assert dkimpy_verify(got.data, stack.records) == [True, True]
 
 
 # -- 2. incoming mail from a remote domain: spf=pass dkim=pass dmarc=pass ------------------
