@@ -69,6 +69,8 @@ class DmarcOptions:
         "help": "client networks whose failing mail is not refused (override trusted_forwarder)"})
     skip_authenticated: bool = field(default=True, metadata={
         "help": "do not evaluate mail from SMTP-authenticated users"})
+    skip_trusted_networks: bool = field(default=True, metadata={
+        "help": "do not evaluate mail from [pipeline] trusted_networks (our own outgoing)"})
     arc_override: bool = field(default=False, metadata={
         "help": "accept failing mail whose valid ARC chain from a trusted sealer says dmarc=pass"})
     trusted_arc_sealers: list[str] = field(default_factory=list, metadata={
@@ -113,6 +115,11 @@ class DmarcFilter(Filter):
         """Evaluate the From domain(s), decide the disposition, record report data."""
         if self.opts.skip_authenticated and mail.envelope.authenticated:
             return FilterResult(facts={"dmarc.skipped": "authenticated"})
+        trusted = list(ctx.settings.get("trusted_networks", ()))
+        if (self.opts.skip_trusted_networks and mail.envelope.client_ip
+                and in_networks(mail.envelope.client_ip, trusted)):
+            # our own outgoing mail: dkim-sign runs after us, so it would look unsigned here
+            return FilterResult(facts={"dmarc.skipped": "trusted network"})
         if mail.message is None:
             return FilterResult(facts={"dmarc.skipped": "no message"})
         try:

@@ -27,6 +27,11 @@ def make_services(config: Config, clock: Callable[[], float] | None = None) -> S
         from rohrpost.store import open_store
 
         st = config.state
+        if st.backend == "memory":  # [state] backend = "memory": this process only, no file
+            from rohrpost.store.memory import MemoryStore
+
+            kw = {"clock": clock} if clock is not None else {}
+            return MemoryStore(prefix=st.prefix, **kw)
         table = {"backend": st.backend, "url": st.url, "prefix": st.prefix, "timeout": st.timeout}
         if st.path:
             table["path"] = config.resolve_path(st.path)

@@ -15,6 +15,7 @@ from rohrpost.message import Message
 from rohrpost.pipeline import Pipeline
 from rohrpost.runner import process
 from tests.auth.helpers import make_services
+from tests.e2e_auth.contrib import contrib_with_keys
 
 MESSAGE = (
     b"Authentication-Results: forger.example; spf=pass smtp.mailfrom=x@bank.example\n"
@@ -61,7 +62,9 @@ def test_parser_never_crashes(text: str) -> None:
     assert isinstance(authserv, str) and len(results) <= 50
 
 
-def test_contrib_example_validates() -> None:
-    path = Path(__file__).resolve().parents[2] / "contrib" / "pipeline-auth.toml"
+def test_contrib_example_validates(tmp_path: Path) -> None:
+    # its key paths are placeholders: a copy with generated keys (tests/e2e_auth/contrib.py)
+    path, _records = contrib_with_keys(tmp_path)
     pipeline = Pipeline.build(load_config(str(path)))
-    assert [s.name for s in pipeline.steps] == ["spf", "dkim-verify", "arc-verify", "dmarc", "authres"]
+    assert [s.name for s in pipeline.steps] == ["spf", "dkim-verify", "arc-verify", "dmarc",
+                                                "dkim-sign", "arc-seal", "authres"]

@@ -191,6 +191,22 @@ def test_authenticated_is_skipped(dmarc_dns: TestDnsServer) -> None:
     assert out.facts == {"dmarc.skipped": "authenticated"} and not out.auth
 
 
+def test_trusted_network_is_skipped(dmarc_dns: TestDnsServer) -> None:
+    """Our own outgoing mail (trusted network, no AUTH) is not judged: dkim-sign runs after
+    dmarc, so the mail looks unsigned here and a p=reject domain of ours was refused (found
+    by tests/e2e_auth with a real Postfix; OpenDMARC's IgnoreHosts default)."""
+    ctx = make_context(make_services(make_resolver(dmarc_dns.address)), trusted=("10.0.0.0/8",))
+    out = run_filter(DmarcFilter(DmarcOptions()), ctx, Envelope(client_ip="10.1.2.3"),
+                     msg("a@example.com"))
+    assert out.facts == {"dmarc.skipped": "trusted network"} and out.verdict is None
+    judged = run_filter(DmarcFilter(DmarcOptions(skip_trusted_networks=False)), ctx,
+                        Envelope(client_ip="10.1.2.3"), msg("a@example.com"))
+    assert judged.verdict is not None and judged.verdict.action is Action.REJECT
+    outside = run_filter(DmarcFilter(DmarcOptions()), ctx, Envelope(client_ip="192.0.2.9"),
+                         msg("a@example.com"))
+    assert outside.verdict is not None and outside.verdict.action is Action.REJECT
+
+
 def test_auth_result_is_header_safe(dmarc_dns: TestDnsServer) -> None:
     out = run(dmarc_dns, msg('"x\r\nInjected: y" <a@example.com>'), facts([("example.com",
                                                                            "pass")]))

@@ -668,14 +668,18 @@ class DovecotInstance(_Managed):
     the current user. Ports: ``lmtp_port``, ``imap_port``, ``imaps_port``, ``pop3_port``,
     ``pop3s_port``. ``cert_file`` is the self-signed certificate, usable as the CA file.
     ``ssl_required=True`` sets ``ssl = required`` (no plaintext auth without TLS).
+    ``auth_socket=True`` adds an auth ``unix_listener`` for Postfix's SASL (``smtpd_sasl_type =
+    dovecot``, ``smtpd_sasl_path =`` :attr:`auth_socket_path`), owned by ``postfix`` as root.
     """
 
     PASSWORD = "secret"
 
     def __init__(self, directory: Path, users: Sequence[str | tuple[str, str]] = ("alice",), *,
                  lmtp: bool = True, imap: bool = True, pop3: bool = True, tls: bool = True,
-                 ssl_required: bool = False) -> None:
+                 ssl_required: bool = False, auth_socket: bool = False) -> None:
         self.dir = Path(directory)
+        self.auth_socket = auth_socket
+        self.auth_socket_path = self.dir / "run" / "auth-postfix"
         self.users: dict[str, str] = {}
         for user in users:
             name, pw = (user, self.PASSWORD) if isinstance(user, str) else user
@@ -757,6 +761,11 @@ class DovecotInstance(_Managed):
         lines += service("pop3-login", [("pop3", self.pop3_port, False),
                                         ("pop3s", self.pop3s_port, True)])
         lines += service("lmtp", [("lmtp", self.lmtp_port, False)])
+        if self.auth_socket:
+            owner = (["    user = postfix", "    group = postfix", "    mode = 0660"]
+                     if os.geteuid() == 0 else ["    mode = 0600"])
+            lines += ["service auth {", f"  unix_listener {self.auth_socket_path.name} {{",
+                      *owner, "  }", "}"]
         return "\n".join(lines) + "\n"
 
     def start(self) -> None:
@@ -784,6 +793,9 @@ class DovecotInstance(_Managed):
         for port, prefix in checks:
             if port is not None:
                 self._wait_banner(port, prefix)
+        if self.auth_socket:
+            wait_until(lambda: self._alive() and self.auth_socket_path.is_socket(),
+                       DEFAULT_TIMEOUT, f"Dovecot auth socket {self.auth_socket_path}")
 
     def _wait_banner(self, port: int, prefix: bytes) -> None:
         wait_until(lambda: self._alive() and read_banner(port, prefix), DEFAULT_TIMEOUT,
