@@ -27,7 +27,7 @@ import binascii
 import hashlib
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import dkim
@@ -78,11 +78,11 @@ class PrivateKey:
     """
 
     kind: str
-    key: Any
+    key: Any = field(repr=False)  # private numbers stay out of logs and test reports
     public: str
     bits: int
-    pem: bytes
-    openssl: RSAPrivateKey | None = None
+    pem: bytes = field(repr=False)
+    openssl: RSAPrivateKey | None = field(default=None, repr=False)
 
     @property
     def algorithm(self) -> str:

@@ -16,6 +16,7 @@ import base64
 import re
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dkim
@@ -255,6 +256,21 @@ def test_wrong_private_exponent_with_matching_crt_is_refused() -> None:
     numbers = {**n, "privateExponent": d, "exponent1": d % (p - 1), "exponent2": d % (q - 1)}
     with pytest.raises(adapter.DkimKeyError, match="private exponent"):
         fast.rsa_key(numbers)
+
+
+def test_one_key_object_signs_from_many_threads(rsa_pem: bytes) -> None:
+    """The milter signs in worker threads (ctx.run_blocking) with one shared OpenSSL key."""
+    k = key("session-2048", rsa_pem)
+    raws = [OPENDKIM_CASES[c] for c in sorted(OPENDKIM_CASES)] * 6
+
+    def sign(raw: bytes, reference: bool = False) -> str:
+        return adapter.sign_dkim(adapter.parse_message(raw), domain="example.org",
+                                 selector="sel", key=k, headers=["from", "subject"],
+                                 timestamp=int(NOW), reference=reference)
+
+    want = [sign(raw, reference=True) for raw in raws]
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(sign, raws)) == want
 
 
 def test_key_table_keeps_the_openssl_key(tmp_path: Path, rsa_pem: bytes) -> None:
