@@ -2,9 +2,10 @@
 
 Owns the verify filter: its options, the mapping of per-signature outcomes to symbols, the
 ``dkim.results`` fact (read by ``dmarc``) and the ``dkim=`` Authentication-Results entries.
-The cryptography and key parsing live in ``_dkim_adapter`` (the one dkimpy importer); key
-records come from the pipeline's resolver (``query_sync`` in a worker thread, cached with the
-record's TTL), so a DNS timeout is ``temperror``, never ``fail``.
+The cryptography and key parsing live in ``_dkim_verifier`` (it and ``_dkim_adapter`` are the
+only dkimpy importers); key records come from the pipeline's resolver (``query_sync`` in a
+worker thread, cached with the record's TTL), so a DNS timeout is ``temperror``, never
+``fail``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from rohrpost.options import OptionError, suggest
 from rohrpost.result import AuthResult, FilterResult, Symbol
 
 if TYPE_CHECKING:
-    from ._dkim_adapter import SignatureResult
+    from ._dkim_verifier import SignatureResult
 
 DEFAULT_SCORES: dict[str, float] = {
     "R_DKIM_ALLOW": -0.2,
@@ -86,7 +87,7 @@ class DkimVerify(Filter):
 
     async def check(self, ctx: Context, mail: Mail) -> FilterResult:
         """Verify in a worker thread (CPU and blocking DNS), then map the results."""
-        from . import _dkim_adapter as adapter
+        from . import _dkim_verifier as verifier
 
         if mail.message is None:
             return FilterResult()
@@ -96,10 +97,10 @@ class DkimVerify(Filter):
         def lookup(name: str) -> tuple[str, ...]:
             return resolver.query_sync(name, "TXT").records
 
-        policy = adapter.VerifyPolicy(now=ctx.now(), min_rsa_bits=opts.min_rsa_bits,
+        policy = verifier.VerifyPolicy(now=ctx.now(), min_rsa_bits=opts.min_rsa_bits,
                                       clock_skew=opts.clock_skew, allow_sha1=opts.allow_sha1)
         raw = mail.message.without_from_line()
-        results, found = await ctx.run_blocking(adapter.verify_dkim, raw, lookup, policy,
+        results, found = await ctx.run_blocking(verifier.verify_dkim, raw, lookup, policy,
                                                 opts.max_signatures)
         return self.result(results, found)
 
