@@ -8,8 +8,10 @@ directories removed at teardown (``ROHRPOST_KEEP_DAEMON_DIRS=1`` keeps them).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import signal
 import smtplib
 import subprocess
 import sys
@@ -65,6 +67,27 @@ class MilterProcess(RohrpostProcess):
 
         wait_until(ready, timeout, f"rohrpost milter workers on {self.port}")
         return self
+
+
+class TerminateAll:
+    """Pool entry that SIGTERMs several milters at once at teardown.
+
+    libmilter notices a stop only at its next listener poll (up to about 5 s): started after
+    the milters, this is stopped before them, so their waits overlap instead of adding up.
+    """
+
+    def __init__(self, milters: list[MilterProcess]) -> None:
+        self.milters = milters
+
+    def start(self) -> None:
+        """Nothing to start."""
+
+    def stop(self) -> None:
+        """Send SIGTERM to every milter's process group; their own ``stop`` waits."""
+        for milter in self.milters:
+            if milter.proc is not None and milter.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(milter.proc.pid, signal.SIGTERM)
 
 
 @dataclass
