@@ -3,7 +3,7 @@
 One pipeline.toml with headers, received, size, rules, spamassassin, attachments, clamav (the
 session clamd: every message is streamed to it), uribl and dnsbl (the loopback TestDnsServer:
 a few listed domains and client addresses, everything else NXDOMAIN), ratelimit and greylist
-(state in rohrpost's MemoryStore), ``[actions] add_header = 5, reject = 15``.
+(state in rohrpost's MemoryStore: ``[state] backend = "memory"``), ``[actions] add_header = 5, reject = 15``.
 
 SpamAssassin runs on a SAMPLE of 40 messages only (every 103rd; ~200 ms of spamd CPU each):
 those get a client address in 203.0.113.0/24 and the spamassassin filter has
@@ -31,7 +31,7 @@ import pytest
 
 from rohrpost.config import parse_config
 from rohrpost.envelope import Envelope
-from rohrpost.filter import Services, Stage
+from rohrpost.filter import Services
 from rohrpost.message import Message
 from rohrpost.pipeline import Pipeline, applies
 from rohrpost.result import Action
@@ -214,8 +214,7 @@ def test_spam_corpus_through_the_whole_pipeline(dns_server: TestDnsServer, spamd
         dns_server.add(f"{domain}.multi.uribl.test", "A", answer)
     config = parse_config(config_text(dns_server.address, spamd.port, clamd.tcp), "corpus.toml")
     pipeline = Pipeline.build(config)
-    base = make_services(config)
-    services = Services(resolver_factory=lambda: base.resolver, store_factory=MemoryStore)
+    services = make_services(config)  # as `rohrpost run`/milter build them: DNS, memory store
     work = items()
 
     start = time.monotonic()
@@ -247,13 +246,14 @@ def test_spam_corpus_through_the_whole_pipeline(dns_server: TestDnsServer, spamd
     ran = Counter(r.name for d in results for r in d.outcome.runs)
     print("actions:", dict(actions))
     print("filters run:", dict(ran))
+    assert isinstance(services.store, MemoryStore)
     wall: Counter[str] = Counter()
     for d in results:
         for r in d.outcome.runs:
             wall[r.name] += r.ms
     print("mean ms per filter (wall, 32 in flight):",
           {k: round(v / ran[k], 1) for k, v in wall.most_common()})
-    print("symbols:", {k: v for k, v in symbols.most_common(25)})
+    print("symbols:", dict(symbols.most_common(25)))
     assert set(actions) <= {Action.ACCEPT, Action.REJECT, Action.TEMPFAIL}
 
     *corpus_done, eicar, exe = results
