@@ -157,6 +157,9 @@ ARCHIVE_BOMB = ((554, "5.7.1 Message rejected: archive exceeds limits"), "ATTACH
 BOMBS = {
     "mime-1000-deep": (lambda: craft.deep_nesting(1000),
                        ((554, "5.6.0 MIME structure too complex"), "MIME_TOO_COMPLEX")),
+    # 3.6 MB of one-line parts: under clamd's 4 MB stream limit, over spamd's max_size
+    "mime-100k-parts": (lambda: craft.many_parts(100_000),
+                        ((554, "5.6.0 MIME structure too complex"), "MIME_TOO_COMPLEX")),
     # 42.zip shape: 16 copies per level, 4 levels of zips, 4 MiB of zeros at the bottom
     # (256 GiB declared in about 17 kB): deeper than archive_max_depth = 3
     "zip-42-style": (lambda: zip_mail(zip_bomb(16, 4, 4 << 20)), ARCHIVE_BOMB),
@@ -171,7 +174,7 @@ def zip_mail(archive: bytes) -> bytes:
     return mail_with(("bomb.zip", "application/zip", archive))
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(90)
 @pytest.mark.parametrize("name", sorted(BOMBS))
 def test_bomb_ends_with_the_configured_reject(stack: Stack, name: str) -> None:
     build, (expected, symbol) = BOMBS[name]
@@ -179,7 +182,7 @@ def test_bomb_ends_with_the_configured_reject(stack: Stack, name: str) -> None:
     result, secs = stack.send(data)
     assert result.data is not None, result
     assert (result.data.code, result.data.text) == expected, (result, stack.diagnostics())
-    assert secs < 20, f"{name}: {secs:.1f} s"
+    assert secs < 45, f"{name}: {secs:.1f} s"
     assert stack.arrived(f"bomb-{name}".encode()) == []
     # the verdict is the attachments filter's (its symbol in the milter's log line)
     wait_until(lambda: f'reply="{expected[0]} {expected[1]}"' in stack.milter.log(), 10,
