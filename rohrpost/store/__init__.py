@@ -7,8 +7,9 @@ against ``Store``; see ``rohrpost.store.base`` for the exact semantics. Backends
 lazily so that pipe mode does not pay for redis-py unless it is configured.
 
 Backends: ``sqlite`` (the embedded default, one WAL file shared by threads and processes),
-``redis`` (several filter hosts sharing state), and ``rohrpost.store.memory.MemoryStore`` for
-tests and dry runs (not selectable from the configuration, as it shares nothing).
+``redis`` (several filter hosts sharing state), and ``memory`` (``rohrpost.store.memory``'s
+``MemoryStore``: one process only, lost on exit, shared with no other worker or host; for tests
+and dry runs).
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ def open_store(
 ) -> Store:
     """Open the store described by the ``[state]`` table ``config``.
 
-    Keys: ``backend`` (``"sqlite"``, the default, or ``"redis"``), ``path`` (SQLite file,
-    relative to ``base_dir``; default ``state.sqlite3``), ``url`` (Redis URL, default
+    Keys: ``backend`` (``"sqlite"``, the default, ``"redis"`` or ``"memory"``), ``path``
+    (SQLite file, relative to ``base_dir``; default ``state.sqlite3``), ``url`` (Redis URL, default
     ``redis://127.0.0.1:6379/0``), ``prefix`` (prepended to every key, default ``rohrpost:``),
     ``timeout`` (seconds, default 2.0: Redis connect/read deadline, SQLite lock wait) and
     ``synchronous`` (SQLite ``"full"``, durable commits, the default, or ``"normal"``).
@@ -94,4 +95,8 @@ def open_store(
             return RedisStore(url, prefix=prefix, timeout=timeout)
         except ValueError as exc:
             raise ValueError(f"[state] url {url!r} is invalid: {exc}") from exc
-    raise ValueError(f"[state] backend must be 'sqlite' or 'redis', got {backend!r}")
+    if backend == "memory":  # accepted by [state] (config.StateSection): must open, not fail later
+        from rohrpost.store.memory import MemoryStore
+
+        return MemoryStore(clock=clock, prefix=prefix)
+    raise ValueError(f"[state] backend must be 'sqlite', 'redis' or 'memory', got {backend!r}")

@@ -36,6 +36,21 @@ def test_redis_backend_does_not_connect_on_open() -> None:
     asyncio.run(store.close())
 
 
+async def test_memory_backend_from_the_configuration_opens(tmp_path: Path) -> None:
+    # regression: [state] backend = "memory" passed config check (StateSection allows it) but
+    # open_store raised, so `rohrpost run`/milter/serve tempfailed every greylisted message
+    from rohrpost.config import parse_config
+    from rohrpost.services import make_services
+
+    config = parse_config(f'[pipeline]\nvar_dir = "{tmp_path}"\n[state]\nbackend = "memory"\n'
+                          'prefix = "p:"\n', "pipeline.toml")
+    services = make_services(config, clock=lambda: 100.0)
+    assert isinstance(services.store, MemoryStore)
+    assert await services.store.add("k", b"v", ttl=10)
+    assert await services.store.get("k") == b"v"
+    await services.aclose()
+
+
 @pytest.mark.parametrize(
     ("config", "message"),
     [
