@@ -19,11 +19,12 @@ from rohrpost.store.memory import MemoryStore
 
 
 @pytest.mark.parametrize("backend", typing.get_args(typing.get_type_hints(StateSection)["backend"]))
-def test_every_accepted_backend_opens(tmp_path: Path, backend: str) -> None:
-    if backend == "redis":
-        pytest.skip("needs a Redis server (tests/store/test_redis.py)")
+def test_every_accepted_backend_opens(tmp_path: Path, backend: str,
+                                      request: pytest.FixtureRequest) -> None:
+    url = request.getfixturevalue("redis_server").url if backend == "redis" else ""
     config = parse_config(f'[pipeline]\nvar_dir = "{tmp_path}/var"\n[state]\n'
-                          f'backend = "{backend}"\n', str(tmp_path / "p.toml"))
+                          f'backend = "{backend}"\n' + (f'url = "{url}"\n' if url else ""),
+                          str(tmp_path / "p.toml"))
     services = make_services(config, clock=lambda: 1000.0)
 
     async def roundtrip() -> bytes | None:
