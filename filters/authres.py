@@ -24,7 +24,7 @@ from typing import ClassVar
 
 from rohrpost.changes import Change, ChangeHeader
 from rohrpost.filter import Context, Filter, Mail, Stage
-from rohrpost.policy import authserv_id_of
+from rohrpost.policy import authserv_id_of, strip_comments
 from rohrpost.result import FilterResult, Symbol
 
 HEADER = "Authentication-Results"
@@ -41,40 +41,14 @@ class AuthresOptions:
         "help": "authserv-ids whose results are kept and published (e.g. the border MTA)"})
 
 
-def _strip_comments(text: str) -> str:
-    """Remove RFC 5322 comments (nested parentheses) outside quoted strings."""
-    out: list[str] = []
-    depth, quoted, escaped = 0, False, False
-    for ch in text:
-        if escaped:
-            escaped = False
-            if depth == 0:
-                out.append(ch)
-            continue
-        if ch == "\\":
-            escaped = True
-            if depth == 0:
-                out.append(ch)
-        elif ch == '"' and depth == 0:
-            quoted = not quoted
-            out.append(ch)
-        elif ch == "(" and not quoted:
-            depth += 1
-        elif ch == ")" and not quoted and depth:
-            depth -= 1
-        elif depth == 0:
-            out.append(ch)
-    return "".join(out)
-
-
 _PAIR_RE = re.compile(r'([A-Za-z0-9._/-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s;]*)')
 
 
 def parse_authres(value: str) -> tuple[str, list[dict[str, object]]]:
     """Parse an Authentication-Results value into its authserv-id and method results."""
-    text = _strip_comments(value)
+    text = strip_comments(value)
     parts = re.split(r';(?=(?:[^"]*"[^"]*")*[^"]*$)', text)
-    authserv = parts[0].split()[0].lower() if parts[0].split() else ""
+    authserv = authserv_id_of(value).lower()
     results: list[dict[str, object]] = []
     for part in parts[1:_MAX_RESULTS + 1]:
         pairs = [(k.lower(), v.strip('"')) for k, v in _PAIR_RE.findall(part)]

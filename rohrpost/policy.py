@@ -109,9 +109,56 @@ def remove_forged(config: Config, message: Message) -> list[Change]:
     return changes
 
 
+def strip_comments(text: str) -> str:
+    """Remove RFC 5322 comments (nested parentheses) outside quoted strings."""
+    out: list[str] = []
+    depth, quoted, escaped = 0, False, False
+    for ch in text:
+        if escaped:
+            escaped = False
+            if depth == 0:
+                out.append(ch)
+            continue
+        if ch == "\\":
+            escaped = True
+            if depth == 0:
+                out.append(ch)
+        elif ch == '"' and depth == 0:
+            quoted = not quoted
+            out.append(ch)
+        elif ch == "(" and not quoted:
+            depth += 1
+        elif ch == ")" and not quoted and depth:
+            depth -= 1
+        elif depth == 0:
+            out.append(ch)
+    return "".join(out)
+
+
 def authserv_id_of(value: str) -> str:
-    """The authserv-id of an Authentication-Results value (text before the first ';')."""
-    first = value.split(";", 1)[0].strip()
+    """The authserv-id of an Authentication-Results value, as RFC 8601 parsers read it.
+
+    Comments (CFWS) are skipped and a quoted-string is unquoted, so ``(x) mx; ...``,
+    ``"mx"; ...`` and ``mx(x); ...`` all claim ``mx``: a forger must not get past our removal
+    of such copies with a spelling that mail clients and ``authres`` (dkimpy's ARC sealing)
+    still read as our id.
+    """
+    text = strip_comments(value).lstrip()
+    if text.startswith('"'):
+        out: list[str] = []
+        escaped = False
+        for ch in text[1:]:
+            if escaped:
+                out.append(ch)
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                break
+            else:
+                out.append(ch)
+        return "".join(out).strip()
+    first = text.split(";", 1)[0].strip()
     return first.split()[0] if first else ""
 
 

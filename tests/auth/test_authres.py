@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from rohrpost.filters.authres import parse_authres
@@ -13,6 +14,7 @@ from rohrpost.config import load_config, parse_config
 from rohrpost.envelope import Envelope
 from rohrpost.message import Message
 from rohrpost.pipeline import Pipeline
+from rohrpost.policy import authserv_id_of
 from rohrpost.runner import process
 from tests.auth.helpers import make_services
 from tests.e2e_auth.contrib import contrib_with_keys
@@ -68,3 +70,39 @@ def test_contrib_example_validates(tmp_path: Path) -> None:
     pipeline = Pipeline.build(load_config(str(path)))
     assert [s.name for s in pipeline.steps] == ["spf", "dkim-verify", "arc-verify", "dmarc",
                                                 "dkim-sign", "arc-seal", "authres"]
+
+
+FORGED_VARIANTS = [
+    "(forged) mx.test; dkim=pass header.d=bank.example",   # CFWS before the authserv-id
+    '"mx.test"; spf=pass smtp.mailfrom=x@bank.example',     # quoted-string authserv-id
+    "mx.test(c); dmarc=pass header.from=bank.example",      # comment right after it
+    "(a; b) MX.TEST 1; dmarc=pass header.from=bank.example",  # ';' inside a comment, version
+    "mx.test;dmarc=pass",
+]
+
+
+def test_core_removes_forgeries_written_with_comments_or_quotes() -> None:
+    # RFC 8601 5: every copy that *claims* our authserv-id goes, however the claim is spelled
+    # (authres, which dkimpy's ARC sealing uses, reads "(x) mx.test; ..." as mx.test)
+    message = "".join(f"Authentication-Results: {v}\n" for v in FORGED_VARIANTS)
+    message += "Authentication-Results: other.example; arc=none\nFrom: a@ex.org\n\nbody\n"
+    config = parse_config('[pipeline]\nauthserv_id = "mx.test"\n', "")
+    done = asyncio.run(process(Pipeline.build(config), make_services(None), Envelope(),
+                               Message(message.encode())))
+    assert ar_ids(done.message.raw) == ["other.example"]
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("mx.test; none", "mx.test"),
+    ("  mx.test 1 ; spf=pass", "mx.test"),
+    ("(c) mx.test; spf=pass", "mx.test"),
+    ("(nested (c)) mx.test(x); spf=pass", "mx.test"),
+    ('"mx.test"; spf=pass', "mx.test"),
+    ('"mx\\".test"; spf=pass', 'mx".test'),
+    ("(a;b) mx.test; spf=pass", "mx.test"),
+    ("", ""),
+    ("; spf=pass", ""),
+])
+def test_authserv_id_of(value: str, expected: str) -> None:
+    assert authserv_id_of(value) == expected
+

@@ -20,7 +20,7 @@ from rohrpost.config import ConfigError, parse_config
 from rohrpost.envelope import Envelope
 from rohrpost.message import Message
 from rohrpost.pipeline import Pipeline
-from tests.dkim.dkimhelp import ARC, MESSAGE, NOW, make_services, run
+from tests.dkim.dkimhelp import ARC, MESSAGE, NOW, make_services, run, write_key
 from tests.support.dnsserver import TestDnsServer
 
 RFC8617_CV_FAIL = ("the draft-18 suite expects an empty chain status when an ARC-Seal carries "
@@ -193,3 +193,31 @@ def test_arc_seal_needs_rsa(tmp_path: Path, ed_pem: bytes) -> None:
     toml = f'[[filter]]\nuse = "arc-seal"\ndomain = "d.example"\nselector = "s"\nkey = "{key}"\n'
     with pytest.raises(ConfigError, match="RSA"):
         Pipeline.build(parse_config(toml, "t.toml"))
+
+
+def test_arc_seal_never_vouches_for_forged_results(tmp_path: Path, rsa_pem: bytes,
+                                                   dns_server: TestDnsServer) -> None:
+    """A forged A-R claiming our authserv-id behind a comment must not reach the AAR we seal.
+
+    dkimpy's ARC.sign consolidates every A-R whose authserv-id (parsed by authres, which skips
+    comments) equals ours; if such a copy survived, we would seal the forger's dkim=pass.
+    """
+    key = write_key(tmp_path, "arc.pem", rsa_pem)
+    toml = f'''
+[pipeline]
+authserv_id = "mx.forward.example"
+[[filter]]
+use = "arc-verify"
+[[filter]]
+use = "arc-seal"
+domain = "forward.example"
+selector = "arc2026"
+key = "{key}"
+'''
+    forged = (b"Authentication-Results: (trust me) mx.forward.example;\r\n"
+              b"\tdkim=pass header.d=paypal.example\r\n" + MESSAGE)
+    out = Message(run(toml, forged, make_services(dns_server, lambda: NOW)).message.raw)
+    aar = out.get("ARC-Authentication-Results")
+    assert aar and "arc=none" in aar
+    assert "paypal.example" not in aar
+    assert all("paypal.example" not in h.value for h in out.get_all("Authentication-Results"))
