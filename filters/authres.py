@@ -7,6 +7,9 @@ authserv-id and deletes incoming ones that claim our authserv-id. This filter ad
 * ``remove_foreign = true``: delete every other incoming Authentication-Results header too,
   except those of the authserv-ids in ``trusted_ids`` (RFC 8601 5: a border MTA should remove
   results it cannot vouch for, so mail clients and Sieve rules never trust forged ones);
+* ``auth=pass smtp.auth=USER`` (RFC 8601 2.7.4) for mail submitted with SMTP AUTH (milter
+  ``{auth_authen}``, pipe ``--auth-user``), returned as an ``AuthResult`` like every other
+  method so the core merges it into its one header (``smtp_auth = false`` leaves it out);
 * the fact ``authres.upstream``: the results of the trusted authserv-ids, parsed, for later
   filters when rohrpost runs behind another MTA that already checked SPF/DKIM/DMARC. Each entry
   is ``{"authserv_id", "method", "result", "reason", "props": {ptype.property: value}}``.
@@ -25,7 +28,7 @@ from typing import ClassVar
 from rohrpost.changes import Change, ChangeHeader
 from rohrpost.filter import Context, Filter, Mail, Stage
 from rohrpost.policy import authserv_id_of, strip_comments
-from rohrpost.result import FilterResult, Symbol
+from rohrpost.result import AuthResult, FilterResult, Symbol
 
 HEADER = "Authentication-Results"
 _MAX_RESULTS = 50
@@ -39,6 +42,9 @@ class AuthresOptions:
         "help": "delete incoming Authentication-Results of every authserv-id not trusted"})
     trusted_ids: list[str] = field(default_factory=list, metadata={
         "help": "authserv-ids whose results are kept and published (e.g. the border MTA)"})
+    smtp_auth: bool = field(default=True, metadata={
+        "help": "add auth=pass smtp.auth=USER for SMTP AUTH submissions (RFC 8601 2.7.4); "
+                "the SASL name then travels with the mail"})
 
 
 _PAIR_RE = re.compile(r'([A-Za-z0-9._/-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s;]*)')
@@ -63,10 +69,11 @@ def parse_authres(value: str) -> tuple[str, list[dict[str, object]]]:
 
 
 class AuthresFilter(Filter):
-    """Optional removal of untrusted foreign Authentication-Results; trusted ones as facts."""
+    """SMTP AUTH result; optional removal of untrusted foreign A-R; trusted ones as facts."""
 
     name: ClassVar[str] = "authres"
-    description: ClassVar[str] = "foreign Authentication-Results: remove untrusted, publish trusted"
+    description: ClassVar[str] = ("SMTP AUTH result (auth=pass); foreign Authentication-Results: "
+                                  "remove untrusted, publish trusted")
     stage: ClassVar[Stage] = Stage.EOM
     Options: ClassVar[type[AuthresOptions]] = AuthresOptions
 
@@ -74,6 +81,7 @@ class AuthresFilter(Filter):
         super().__init__(options)
         self.trusted = {t.lower() for t in options.trusted_ids}
         self.remove_foreign = options.remove_foreign
+        self.smtp_auth = options.smtp_auth
 
     async def check(self, ctx: Context, mail: Mail) -> FilterResult:
         """Sort incoming headers into ours (core removes them), trusted and foreign."""
@@ -93,7 +101,10 @@ class AuthresFilter(Filter):
         changes: list[Change] = [ChangeHeader(HEADER, i, None) for i in reversed(delete)]
         symbols = ([Symbol("AUTHRES_FOREIGN_REMOVED", 0.0, f"{len(delete)} removed")]
                    if delete else [])
-        return FilterResult(changes=changes, symbols=symbols,
+        user = mail.envelope.auth_user
+        auth = ([AuthResult("auth", "pass", props=(("smtp.auth", user),))]
+                if self.smtp_auth and user else [])
+        return FilterResult(changes=changes, symbols=symbols, auth=auth,
                             facts={"authres.upstream": upstream})
 
 

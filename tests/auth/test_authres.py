@@ -106,3 +106,35 @@ def test_core_removes_forgeries_written_with_comments_or_quotes() -> None:
 def test_authserv_id_of(value: str, expected: str) -> None:
     assert authserv_id_of(value) == expected
 
+
+def test_smtp_auth_result_for_authenticated_submissions() -> None:
+    # RFC 8601 2.7.4: auth=pass smtp.auth=USER, merged into our one header by the core
+    config = parse_config('[pipeline]\nauthserv_id = "mx.test"\n[[filter]]\nuse = "authres"\n',
+                          "")
+    env = Envelope(mail_from="alice@ex.org", rcpts=("bob@else.example",), auth_user="alice")
+    done = asyncio.run(process(Pipeline.build(config), make_services(None), env,
+                               Message(b"From: a@ex.org\n\nbody\n")))
+    ours = [h.value for h in done.message.get_all("Authentication-Results")
+            if h.value.startswith("mx.test")]
+    assert ours == ["mx.test;\tauth=pass smtp.auth=alice"]
+    # not for unauthenticated mail, and not when switched off
+    plain = asyncio.run(process(Pipeline.build(config), make_services(None),
+                                env.replace(auth_user=""), Message(b"From: a@ex.org\n\nb\n")))
+    assert not plain.message.get_all("Authentication-Results")
+    off = parse_config('[pipeline]\nauthserv_id = "mx.test"\n[[filter]]\nuse = "authres"\n'
+                       "smtp_auth = false\n", "")
+    quiet = asyncio.run(process(Pipeline.build(off), make_services(None), env,
+                                Message(b"From: a@ex.org\n\nb\n")))
+    assert not quiet.message.get_all("Authentication-Results")
+
+
+def test_smtp_auth_user_is_quoted_when_needed() -> None:
+    config = parse_config('[pipeline]\nauthserv_id = "mx.test"\n[[filter]]\nuse = "authres"\n',
+                          "")
+    env = Envelope(auth_user='ev il;\r\nX-Injected: "1"')
+    done = asyncio.run(process(Pipeline.build(config), make_services(None), env,
+                               Message(b"From: a@ex.org\n\nbody\n")))
+    assert not done.message.get_all("X-Injected")
+    value = done.message.get("Authentication-Results")
+    assert value == "mx.test;\tauth=pass smtp.auth=\"ev il;  X-Injected: \\\"1\\\"\""
+    assert authserv_id_of(value) == "mx.test"

@@ -329,6 +329,8 @@ def test_authenticated_submission_is_signed_rsa_and_ed25519(stack: Stack) -> Non
     # SPF and DMARC are skipped for authenticated users; the status header names the signing
     status = " ".join(msg.get("X-Spam-Status").split())
     assert "DKIM_SIGNED" in status, status
+    # RFC 8601 2.7.4: the milter read {auth_authen}; authres reports it in our one header
+    assert method_results(our_results(msg))["auth"] == [f"pass smtp.auth={USER}"]
 
 
 @pytest.mark.skipif(bool(opendkim_usable()), reason=opendkim_usable() or "-")
@@ -358,6 +360,7 @@ def test_unauthenticated_client_is_not_signed(stack: Stack) -> None:
     assert results["spf"][0].startswith("fail smtp.mailfrom=alice@example.org")
     assert results["dkim"] == ["none"]
     assert results["dmarc"][0].startswith("fail header.from=example.org")
+    assert "auth" not in results  # no SMTP AUTH: no auth= result
 
 
 def test_trusted_network_is_signed_and_not_judged_by_dmarc(stack: Stack) -> None:
