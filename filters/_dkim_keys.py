@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+import re
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,23 @@ from typing import Any
 from rohrpost.options import OptionError
 
 log = logging.getLogger("rohrpost.filters.dkim")
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_NAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+
+
+def check_names(domain: str, selector: str) -> None:
+    """Refuse a signing domain or selector that is not a DNS name (RFC 6376 3.1, 3.5).
+
+    Such a name would give signatures nobody can verify, and ``rohrpost dkim keygen`` uses
+    both in the key's file name, so ``../x`` must never get that far.
+
+    :raises OptionError: with path ``domain`` or ``selector``.
+    """
+    for what, value in (("domain", domain), ("selector", selector)):
+        if len(value) > 253 or not _NAME_RE.fullmatch(value):
+            raise OptionError(what, f"{value!r} is not a valid DNS name (letters, digits, "
+                                    "hyphens; labels separated by dots; no trailing dot)")
 
 
 @dataclass(frozen=True)
@@ -43,8 +61,9 @@ class KeySpec:
     users: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if not self.domain or not self.selector or not self.key:
-            raise ValueError("domain, selector and key must not be empty")
+        check_names(self.domain, self.selector)
+        if not self.key:
+            raise OptionError("key", "must not be empty")
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,12 @@ def make_step(config: Config, spec: FilterSpec, options: object, *, from_text: b
         opts = build_options(cls.Options, options, where, from_text=from_text)  # type: ignore[arg-type]
         instance = cls(opts)
     except OptionError as exc:
-        raise config.error(exc.path or where, exc.message, exc.suggestion) from None
+        # build_options' paths start with ``where``; a filter's own __init__ names its option
+        # relative to its table ("key[0].key"), which alone cannot be located in the file
+        path = exc.path or where
+        if path != where and not path.startswith(where + "."):
+            path = f"{where}.{path}"
+        raise config.error(path, exc.message, exc.suggestion) from None
     timeout = spec.timeout if spec.timeout is not None else config.pipeline.timeout
     on_error = spec.on_error or config.pipeline.on_error
     return Step(spec, instance, timeout, on_error)

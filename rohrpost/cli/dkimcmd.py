@@ -64,6 +64,10 @@ def dkim_group() -> None:
 def keygen(*, domain: str, selector: str, key_type: str, bits: int, out_dir: str,
            force: bool) -> int:
     """Write a new private key (0600) and print the DNS TXT record to publish."""
+    try:  # both go into the file name: "../x" must not write outside --out
+        importlib.import_module("rohrpost.filters._dkim_keys").check_names(domain, selector)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     adapter = _adapter()
     pem = _rsa_pem(bits) if key_type == "rsa" else adapter.generate_ed25519()
     key = adapter.load_private_key(pem)

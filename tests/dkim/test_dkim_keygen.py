@@ -79,3 +79,23 @@ def test_check_without_configured_key(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["dkim", "check", "--domain", "example.org",
                                        "-c", str(conf)])
     assert result.exit_code == 1 and "no configured key" in result.output
+
+
+@pytest.mark.parametrize(("domain", "selector"), [
+    ("../evil", "s"), ("example.org", "../../x"), ("example.org/x", "s"), ("", "s"),
+    ("exa mple.org", "s"), ("example.org", "a;b"), ("example.org", ""), ("-bad.org", "s"),
+])
+def test_keygen_refuses_names_that_are_not_dns_names(tmp_path: Path, domain: str,
+                                                     selector: str) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["dkim", "keygen", "--domain", domain, "--selector",
+                                       selector, "--type", "ed25519", "--out", str(out)])
+    assert result.exit_code != 0
+    assert "not a valid" in result.output
+    assert not list(tmp_path.rglob("*.pem"))  # nothing written, inside --out or beside it
+
+
+def test_keygen_accepts_ordinary_names(tmp_path: Path) -> None:
+    path, out = keygen(tmp_path, "--domain", "Mail-1.example.co.uk", "--selector",
+                       "2026-05.rsa", "--type", "ed25519")
+    assert path.is_file() and out.startswith("2026-05.rsa._domainkey.Mail-1.example.co.uk. ")

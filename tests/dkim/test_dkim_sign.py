@@ -30,6 +30,7 @@ from tests.dkim.dkimhelp import (
     opendkim_testmsg,
     opendkim_usable,
     run,
+    write_key,
 )
 from tests.support.dnsserver import TestDnsServer
 
@@ -240,3 +241,31 @@ def test_property_sign_then_verify(signing: dict[str, Any], dns_server: TestDnsS
     raw = (eol.join(head) + eol + eol + eol.join(body) + eol).encode()
     out = signed_output(signing, dns_server, raw=raw)
     assert verify_results(out, dns_server) == ["pass", "pass"]
+
+
+@pytest.mark.parametrize(("use", "table", "fragment"), [
+    ("dkim-sign", '[[filter.key]]\ndomain = "example.org"\nselector = "a b/../x"\n',
+     "selector"),
+    ("dkim-sign", '[[filter.key]]\ndomain = "exa;mple.org"\nselector = "s"\n', "domain"),
+    ("arc-seal", 'domain = ""\nselector = "s"\n', "domain"),
+    ("arc-seal", 'domain = "example.org"\nselector = "s=1"\n', "selector"),
+])
+def test_key_names_must_be_dns_names(tmp_path: Path, rsa_pem: bytes, use: str, table: str,
+                                     fragment: str) -> None:
+    """A selector or domain that is no DNS name would give signatures nobody can verify (and
+    arc-seal with an empty domain crashed 'config check' with a ValueError traceback)."""
+    key = write_key(tmp_path, "k.pem", rsa_pem)
+    toml = f'[[filter]]\nuse = "{use}"\n{table}key = "{key}"\n'
+    with pytest.raises(ConfigError, match=fragment) as info:
+        Pipeline.build(parse_config(toml, "t.toml"))
+    assert info.value.line > 0  # located in the file
+
+
+def test_key_file_errors_name_the_filter_and_line(tmp_path: Path) -> None:
+    toml = ('[[filter]]\nuse = "dkim-verify"\n[[filter]]\nuse = "dkim-sign"\n'
+            '[[filter.key]]\ndomain = "example.org"\nselector = "s"\n'
+            f'key = "{tmp_path}/missing.pem"\n')
+    with pytest.raises(ConfigError) as info:
+        Pipeline.build(parse_config(toml, "t.toml"))
+    assert info.value.key == "filter[1].key[0].key"
+    assert info.value.line == 8
