@@ -9,7 +9,8 @@ triplets passed ``awl_count`` times is whitelisted for ``awl_days`` after its la
 Exempt: authenticated clients, the pipeline's ``trusted_networks``, ``exempt_networks``,
 ``exempt_senders``, ``exempt_recipients``, SPF pass for ``spf_pass_domains`` (the spf filter's
 ``spf.result``/``spf.domain`` facts, or its Authentication-Results), DKIM pass for
-``dkim_pass_domains`` (``dkim.pass_domains`` fact or ``dkim=pass header.d=``).
+``dkim_pass_domains`` (``dkim=pass header.d=`` results of ``dkim-verify``, or a
+``dkim.pass_domains`` list fact of a custom filter).
 
 Stage: RCPT by default (a refused recipient costs the sender no DATA transfer; other recipients
 are not affected). DKIM is only known at end of data, so ``dkim_pass_domains`` needs
