@@ -175,3 +175,24 @@ def test_deliver_command(tmp_path: Path) -> None:
     assert mbox.read_bytes().startswith(b"From a@example.org ")
     res = rp("deliver", "pipe:/bin/sh -c 'exit 67'", data=HAM)
     assert res.returncode == 67
+
+
+@pytest.mark.parametrize("case", ["reject", "delivery"])
+def test_status_line_is_the_first_line_on_stderr(config: str, tmp_path: Path, case: str) -> None:
+    """pipe(8) takes the enhanced status code from the start of the output and puts the output
+    into the bounce: the per-message log line must come after the status line, not before."""
+    if case == "reject":
+        res = rp("run", "-c", config, "--sender", "a@example.org", "--recipient", "b@example.net",
+                 data=SPAMMY)
+        assert res.returncode == 77
+        expected = b"5.7.1 Blocked by local policy"
+    else:
+        blocker = tmp_path / "file"
+        blocker.write_text("not a directory")
+        res = rp("run", "-c", config, "--sender", "a@example.org", "--recipient", "b@example.net",
+                 "--deliver", f"maildir:{blocker}/Maildir", data=HAM)
+        assert res.returncode in (73, 75)
+        expected = b"4." if res.returncode == 75 else b"5.2.0"
+    lines = res.stderr.splitlines()
+    assert lines[0].startswith(expected), res.stderr
+    assert any(b"mode=run" in line for line in lines[1:]), res.stderr  # still logged, after it
