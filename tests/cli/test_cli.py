@@ -196,3 +196,20 @@ def test_status_line_is_the_first_line_on_stderr(config: str, tmp_path: Path, ca
     lines = res.stderr.splitlines()
     assert lines[0].startswith(expected), res.stderr
     assert any(b"mode=run" in line for line in lines[1:]), res.stderr  # still logged, after it
+
+
+def test_config_destinations_do_not_depend_on_the_working_directory(tmp_path: Path) -> None:
+    """[quarantine] release_to = "maildir:var/Maildir" (the default pipeline.toml) lands beside
+    the configuration file, wherever the command runs (systemd starts services in /)."""
+    etc, elsewhere = tmp_path / "etc", tmp_path / "elsewhere"
+    etc.mkdir()
+    elsewhere.mkdir()
+    config = etc / "pipeline.toml"
+    config.write_text(Path(PIPELINE).read_text())
+    res = rp("run", "-c", str(config), data=PARTNER, cwd=str(elsewhere))
+    assert res.returncode == 0, res.stderr
+    (qid,) = [p.stem for p in (etc / "var" / "quarantine").glob("*.eml")]
+    res = rp("quarantine", "release", "-c", str(config), qid, cwd=str(elsewhere))
+    assert res.returncode == 0, res.stderr
+    assert len(list((etc / "var" / "Maildir" / "new").iterdir())) == 1
+    assert list(elsewhere.iterdir()) == []
