@@ -213,3 +213,17 @@ def test_config_destinations_do_not_depend_on_the_working_directory(tmp_path: Pa
     assert res.returncode == 0, res.stderr
     assert len(list((etc / "var" / "Maildir" / "new").iterdir())) == 1
     assert list(elsewhere.iterdir()) == []
+
+
+def test_forged_action_header_is_removed(config: str) -> None:
+    """An outsider's X-Rohrpost-Action: discard must not make the documented procmail recipe
+    (`* ^X-Rohrpost-Action: (quarantine|discard)` -> /dev/null) drop an accepted message."""
+    forged = HAM.replace(b"\n\n", b"\nX-Rohrpost-Action: discard\n\n", 1)
+    res = rp("run", "-c", config, data=forged)
+    assert res.returncode == 0, res.stderr
+    assert b"X-Rohrpost-Action" not in res.stdout
+    held = PARTNER.replace(b"\n\n", b"\nX-Rohrpost-Action: discard\n\n", 1)
+    res = rp("run", "-c", config, data=held)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count(b"X-Rohrpost-Action") == 1
+    assert b"X-Rohrpost-Action: quarantine\n" in res.stdout
