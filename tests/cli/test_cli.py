@@ -227,3 +227,48 @@ def test_forged_action_header_is_removed(config: str) -> None:
     assert res.returncode == 0, res.stderr
     assert res.stdout.count(b"X-Rohrpost-Action") == 1
     assert b"X-Rohrpost-Action: quarantine\n" in res.stdout
+
+
+FETCH_ACCOUNT = """
+[[fetch]]
+name = "old-provider"
+protocol = "pop3"
+host = "pop.example.com"
+port = 995
+tls = "implicit"
+user = "bob"
+password_file = "/etc/rohrpost/old-provider.pass"
+keep = true
+folders = ["INBOX"]
+deliver = "maildir:/home/bob/Maildir"
+recipient = "bob@example.net"
+"""
+
+
+@pytest.mark.parametrize(("old", "new", "key", "message"), [
+    ('keep = true', 'kep = true', "fetch[0].kep", "unknown option (did you mean 'keep'?)"),
+    ('tls = "implicit"', 'tls = "startls"', "fetch[0].tls", "must be one of"),
+    ('[serve]', '[deliver]\njunk_foldr = "Junk"\n[serve]', "deliver.junk_foldr",
+     "did you mean 'junk_folder'?"),
+    ('deliver = "maildir:var/Maildir"', 'deliver = "maildr:var/Maildir"', "serve.deliver",
+     "unknown destination 'maildr:var/Maildir'"),
+    ('release_to = "maildir:var/Maildir"', 'release_to = "smtp:localhost"',
+     "quarantine.release_to", "smtp: expected HOST:PORT"),
+])
+def test_config_check_validates_fetch_deliver_and_destinations(tmp_path: Path, old: str, new: str,
+                                                               key: str, message: str) -> None:
+    """config check (systemd's ExecStartPre) must find what fetch, serve and release would."""
+    path = tmp_path / "pipeline.toml"
+    text = Path(PIPELINE).read_text() + FETCH_ACCOUNT
+    path.write_text(text)
+    assert rp("config", "check", "-c", str(path)).returncode == 0
+    assert old in text
+    changed = text.replace(old, new, 1)
+    path.write_text(changed)
+    name = key.rsplit(".", 1)[1].split("[", maxsplit=1)[0]
+    line = next(n for n, t in enumerate(changed.splitlines(), 1)
+                if t.startswith(f"{name} =") and n >= changed[:changed.index(new)].count("\n"))
+    res = rp("config", "check", "-c", str(path))
+    assert res.returncode == 78, res.stderr
+    err = res.stderr.decode()
+    assert f"pipeline.toml:{line}: {key}: " in err and message in err, err
