@@ -251,6 +251,23 @@ class Config:
         """``path`` made absolute relative to the configuration file's folder."""
         return path if os.path.isabs(path) else os.path.normpath(os.path.join(self.base_dir, path))
 
+    def resolve_destination(self, spec: str) -> str:
+        """A destination written in this file, with its maildir/mbox/socket path made absolute.
+
+        Relative paths are taken against the file's folder and ``~`` is the home folder; other
+        destinations (smtp, lmtp over TCP, pipe) are returned unchanged.
+        """
+        kind, sep, rest = spec.partition(":")
+        name = kind.strip().lower()
+        prefix = kind + sep
+        if name == "lmtp" and rest.startswith("unix:"):
+            prefix, rest = prefix + "unix:", rest[len("unix:"):]
+        elif name not in ("maildir", "mbox"):
+            return spec
+        if not rest:
+            return spec
+        return prefix + self.resolve_path(os.path.expanduser(rest))
+
     @property
     def var_dir(self) -> str:
         """Where state, quarantine and spool live."""

@@ -1,7 +1,9 @@
 """Log handlers, chosen in one place: stderr (text or JSON lines) or syslog (mail facility).
 
-Owns ``setup_logging``. Records may carry ``queue_id`` (filters log through an adapter that
-sets it); the formatter fills "-" when absent.
+Owns ``setup_logging`` and ``release_held``. Records may carry ``queue_id`` (filters log
+through an adapter that sets it); the formatter fills "-" when absent. The pipe commands hold
+their stderr lines until the status line is out: Postfix pipe(8) reads the enhanced status
+code from the start of the command's output and quotes that output in bounces.
 """
 
 from __future__ import annotations
@@ -26,8 +28,16 @@ class _JsonFormatter(logging.Formatter):
                            "message": record.getMessage()})
 
 
-def setup_logging(level: str = "info", target: str = "stderr", fmt: str = "text") -> None:
-    """Configure the ``rohrpost`` logger once per process (CLI entry points call this)."""
+_HOLD_CAPACITY = 1000
+
+
+def setup_logging(level: str = "info", target: str = "stderr", fmt: str = "text",
+                  *, hold: bool = False) -> None:
+    """Configure the ``rohrpost`` logger once per process (CLI entry points call this).
+
+    ``hold``: keep stderr lines in memory until :func:`release_held` (or exit), so that the
+    status line a pipe command prints comes first.
+    """
     logger = logging.getLogger("rohrpost")
     logger.setLevel(os.environ.get("ROHRPOST_LOG_LEVEL", level).upper())
     for old in list(logger.handlers):
@@ -45,5 +55,17 @@ def setup_logging(level: str = "info", target: str = "stderr", fmt: str = "text"
             handler.setFormatter(logging.Formatter(
                 "%(asctime)s rohrpost[%(process)d] %(levelname)s %(message)s"))
     handler.addFilter(_Defaults())
+    if hold and isinstance(handler, logging.StreamHandler):
+        held = logging.handlers.MemoryHandler(_HOLD_CAPACITY, flushLevel=logging.CRITICAL + 1,
+                                              target=handler)
+        held.addFilter(_Defaults())
+        handler = held
     logger.addHandler(handler)
     logger.propagate = False
+
+
+def release_held() -> None:
+    """Write the log lines held by ``setup_logging(hold=True)`` (no-op otherwise)."""
+    for handler in logging.getLogger("rohrpost").handlers:
+        if isinstance(handler, logging.handlers.MemoryHandler):
+            handler.flush()

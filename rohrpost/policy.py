@@ -20,6 +20,9 @@ from rohrpost.pipeline import StepRun
 from rohrpost.result import Action, AuthResult, Symbol, Verdict
 
 STATUS_HEADER = "X-Rohrpost-Result"
+# written by `rohrpost run` on quarantined/discarded output (cli/pipe.py ACTION_HEADER, the same
+# name); the documented procmail recipe drops such messages, so a forged copy must go
+ACTION_HEADER = "X-Rohrpost-Action"
 SPAM_HEADERS = ("X-Spam-Flag", "X-Spam-Status", "X-Spam-Score", "X-Spam-Level")
 
 
@@ -97,7 +100,7 @@ def remove_forged(config: Config, message: Message) -> list[Change]:
     """Delete incoming copies of headers only we may write (highest occurrence first)."""
     changes: list[Change] = []
     spam = list(SPAM_HEADERS) if config.pipeline.spam_headers != "never" else []
-    names = [STATUS_HEADER, *spam]
+    names = [STATUS_HEADER, ACTION_HEADER, *spam]
     for name in names:
         count = len(message.get_all(name))
         changes.extend(ChangeHeader(name, i, None) for i in range(count, 0, -1))

@@ -39,19 +39,27 @@ ACTION_HEADER = "X-Rohrpost-Action"
 def run_pipe(config: Config, pipeline: Pipeline, args: EnvelopeArgs, deliver: str | None,
              mode: str) -> int:
     """Process stdin through ``pipeline``; return the exit status."""
-    from rohrpost.logsetup import setup_logging
+    from rohrpost.logsetup import release_held, setup_logging
 
-    setup_logging(config.log.level, config.log.target, config.log.format)
-    raw = read_message(config.pipeline.max_size)
-    if len(raw) > config.pipeline.max_size:
-        fail(69, "5.3.4", f"message larger than max_size {config.pipeline.max_size}")
-    message = Message(raw)
+    # log lines wait until the status line is on stderr: pipe(8) reads the code from the start
+    setup_logging(config.log.level, config.log.target, config.log.format, hold=True)
     try:
-        envelope = envelope_for_pipe(args, os.environ, message)
-    except EnvelopeError as exc:
-        fail(EX_TEMPFAIL, "4.3.5", str(exc))
-    return asyncio.run(_run_async(config, pipeline, envelope, message, deliver=deliver,
-                                 mode=mode))
+        raw = read_message(config.pipeline.max_size)
+        if len(raw) > config.pipeline.max_size:
+            fail(69, "5.3.4", f"message larger than max_size {config.pipeline.max_size}")
+        message = Message(raw)
+        try:
+            envelope = envelope_for_pipe(args, os.environ, message)
+        except EnvelopeError as exc:
+            fail(EX_TEMPFAIL, "4.3.5", str(exc))
+        status = asyncio.run(_run_async(config, pipeline, envelope, message, deliver=deliver,
+                                        mode=mode))
+    except SystemExit:
+        release_held()
+        raise
+    # an unexpected exception: tempfail_on_crash prints the status, logging flushes at exit
+    release_held()
+    return status
 
 
 async def _run_async(config: Config, pipeline: Pipeline, envelope: Any, message: Message,

@@ -92,7 +92,7 @@ def release_cmd(config_path: str | None, qids: tuple[str, ...], dest: str | None
 
     config = load_or_exit(config_path, mta_facing=False)
     q = Quarantine(config.quarantine_dir)
-    spec = dest or config.quarantine.release_to
+    spec = dest or config.resolve_destination(config.quarantine.release_to)
     if not spec:
         click.echo("rohrpost quarantine: no destination: set [quarantine] release_to or --to",
                    err=True)

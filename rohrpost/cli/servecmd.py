@@ -71,7 +71,9 @@ def serve_cmd(*, config_path: str | None, listen: str | None, lmtp: bool | None,
     config = load_or_exit(config_path, mta_facing=False)
     section = config.serve
     setup_logging(config.log.level, config.log.target, config.log.format)
-    spec = deliver if deliver is not None else section.deliver
+    # a destination from the file is relative to the file's folder, one from the command line
+    # to the working directory
+    spec = deliver if deliver is not None else config.resolve_destination(section.deliver)
     if not spec:
         fail(EX_USAGE, "", "serve needs --deliver DEST (or [serve] deliver)")
     try:

@@ -1,11 +1,13 @@
 """Delivery destinations: the ``DEST`` argument of ``rohrpost deliver`` as a typed value.
 
 Owns ``Destination``, ``DestinationError`` and ``parse_destination``. It only parses and
-validates text; it never touches the file system or the network (that is the agents' job).
+validates text (and expands ``~``); it never touches the file system or the network (that is
+the agents' job).
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass
 
@@ -108,7 +110,8 @@ def parse_destination(spec: str) -> Destination:
     """Parse a destination spec such as ``maildir:/home/alice/Maildir`` or ``lmtp:[::1]:24``.
 
     Pipe commands are split with :func:`shlex.split` and later run without a shell, so shell
-    syntax (``$(...)``, ``;``, ``|``) is passed to the command literally.
+    syntax (``$(...)``, ``;``, ``|``) is passed to the command literally. A leading ``~`` in a
+    maildir, mbox or socket path is the home folder (a shell leaves ``maildir:~/Maildir`` alone).
 
     :raises DestinationError: with what is wrong and an example of a valid spec.
     """
@@ -121,10 +124,10 @@ def parse_destination(spec: str) -> Destination:
     if kind in ("maildir", "mbox"):
         if not rest or "\x00" in rest or _has_control(rest):
             raise _fail(kind, f"{kind}: missing or invalid path in {spec!r}")
-        return Destination(kind, path=rest)
+        return Destination(kind, path=os.path.expanduser(rest))
     if kind == "lmtp" and rest.startswith("unix:"):
         path = rest[len("unix:") :]
         if not path or _has_control(path):
             raise _fail(kind, f"lmtp: missing or invalid socket path in {spec!r}")
-        return Destination(kind, path=path)
+        return Destination(kind, path=os.path.expanduser(path))
     return _parse_hostport(kind, rest)

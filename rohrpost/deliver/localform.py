@@ -2,8 +2,9 @@
 
 Owns the transformations shared by the maildir and mbox agents: drop a leading mbox ``From ``
 line, turn CRLF into LF (local files use LF, as Postfix local(8) and Dovecot write them), and
-prepend ``Return-Path:``/``Delivered-To:`` trace headers. Also converts to CRLF wire form for
-LMTP/SMTP. Pure functions on bytes; no I/O.
+prepend ``Return-Path:``/``Delivered-To:`` trace headers without repeating the ones already on
+top (Postfix pipe(8) ``flags=DR`` and local(8) before procmail put them there). Also converts
+to CRLF wire form for LMTP/SMTP. Pure functions on bytes; no I/O.
 """
 
 from __future__ import annotations
@@ -58,9 +59,54 @@ def trace_headers(sender: str | None, rcpts: Sequence[str]) -> bytes:
     return b"".join(lines)
 
 
+_TRACE_NAMES = (b"return-path", b"delivered-to", b"x-original-to")
+
+
+def _leading_trace(data: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """Split the header fields at the very top that a delivery agent writes from the rest.
+
+    Returns ``[(lower-case name, whole field with its line end)]`` for the leading
+    Return-Path/Delivered-To/X-Original-To fields (folded lines included) and the remainder.
+    """
+    fields: list[tuple[bytes, bytes]] = []
+    pos = 0
+    while True:
+        colon = data.find(b":", pos)
+        end = data.find(b"\n", pos)
+        if colon < 0 or end < 0 or colon > end:
+            break
+        name = data[pos:colon].strip().lower()
+        if name not in _TRACE_NAMES:
+            break
+        while data[end + 1 : end + 2] in (b" ", b"\t"):  # folded continuation
+            nxt = data.find(b"\n", end + 1)
+            if nxt < 0:
+                break
+            end = nxt
+        fields.append((name, data[pos : end + 1]))
+        pos = end + 1
+    return fields, data[pos:]
+
+
+def _value(field: bytes) -> bytes:
+    return b" ".join(field.split(b":", 1)[1].split()).lower()
+
+
 def local_form(raw: bytes, sender: str | None = None, rcpts: Sequence[str] = ()) -> bytes:
-    """Return what a local mailbox file gets: no From_ line, LF line ends, trace headers on top."""
-    return trace_headers(sender, rcpts) + to_lf(strip_from_line(raw))
+    """Return what a local mailbox file gets: no From_ line, LF line ends, trace headers on top.
+
+    A ``Return-Path`` already on top is replaced by the envelope's (when ``sender`` is known),
+    and a recipient that already has a ``Delivered-To`` there gets no second one.
+    """
+    body = to_lf(strip_from_line(raw))
+    if sender is None and not rcpts:
+        return body
+    block, rest = _leading_trace(body)
+    if sender is not None:
+        block = [(name, f) for name, f in block if name != b"return-path"]
+    present = {_value(f) for name, f in block if name == b"delivered-to"}
+    new = [r for r in rcpts if r and _value(b":" + header_safe_address(r)) not in present]
+    return trace_headers(sender, new) + b"".join(f for _n, f in block) + rest
 
 
 def wire_form(raw: bytes) -> bytes:

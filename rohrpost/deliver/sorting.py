@@ -13,9 +13,10 @@ file order; ``recipient_folders``; plus-address folder; the destination's inbox.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -125,7 +126,10 @@ def load_deliver_section(config: Config) -> DeliverSection:
                 raise config.error(f"{where}.deliver", str(exc)) from None
         elif "{" not in rule.folder:
             _check_folder(config, f"{where}.folder", rule.folder)
-    return section
+    # relative maildir/mbox paths of rules are relative to the configuration file's folder
+    rules = [replace(r, deliver=config.resolve_destination(r.deliver),
+                     destination=config.resolve_destination(r.destination)) for r in section.rule]
+    return replace(section, rule=rules)
 
 
 def _check_folder(config: Config, key: str, folder: str) -> None:
@@ -170,11 +174,24 @@ def plus_detail(settings: DeliverSection, envelope: Envelope, message: Message) 
     return ""
 
 
+def _same_destination(spec: str, base: Destination) -> bool:
+    """``destination =`` of a rule names ``base`` (relative and absolute paths compare equal)."""
+    if spec == str(base):
+        return True
+    try:
+        other = parse_destination(spec)
+    except DestinationError:
+        return False
+    if other.kind != base.kind or not other.path or not base.path:
+        return False
+    return os.path.abspath(other.path) == os.path.abspath(base.path)
+
+
 def _rule_matches(rule: Rule, message: Message, envelope: Envelope, *, spam: bool,
                   account: str, base: Destination) -> dict[str, str] | None:
     """Named groups of the match (possibly empty) when every condition holds, else None."""
     if ((rule.spam is not None and rule.spam != spam) or (rule.account and rule.account != account)
-            or (rule.destination and rule.destination != str(base))):
+            or (rule.destination and not _same_destination(rule.destination, base))):
         return None
     groups: dict[str, str] = {}
     rcpt_re = _regex(rule.recipient)

@@ -90,6 +90,7 @@ def load_accounts(config: Config) -> list[Account]:
         _check(config, where, acct, [a.name for a in accounts])
         paths = {"password_file": acct.password_file, "ca_file": acct.ca_file}
         resolved = {k: config.resolve_path(v) for k, v in paths.items() if v}
+        resolved["deliver"] = config.resolve_destination(acct.deliver)
         accounts.append(_replace(acct, resolved))
     return accounts
 

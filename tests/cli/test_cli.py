@@ -175,3 +175,100 @@ def test_deliver_command(tmp_path: Path) -> None:
     assert mbox.read_bytes().startswith(b"From a@example.org ")
     res = rp("deliver", "pipe:/bin/sh -c 'exit 67'", data=HAM)
     assert res.returncode == 67
+
+
+@pytest.mark.parametrize("case", ["reject", "delivery"])
+def test_status_line_is_the_first_line_on_stderr(config: str, tmp_path: Path, case: str) -> None:
+    """pipe(8) takes the enhanced status code from the start of the output and puts the output
+    into the bounce: the per-message log line must come after the status line, not before."""
+    if case == "reject":
+        res = rp("run", "-c", config, "--sender", "a@example.org", "--recipient", "b@example.net",
+                 data=SPAMMY)
+        assert res.returncode == 77
+        expected = b"5.7.1 Blocked by local policy"
+    else:
+        blocker = tmp_path / "file"
+        blocker.write_text("not a directory")
+        res = rp("run", "-c", config, "--sender", "a@example.org", "--recipient", "b@example.net",
+                 "--deliver", f"maildir:{blocker}/Maildir", data=HAM)
+        assert res.returncode in (73, 75)
+        expected = b"4." if res.returncode == 75 else b"5.2.0"
+    lines = res.stderr.splitlines()
+    assert lines[0].startswith(expected), res.stderr
+    assert any(b"mode=run" in line for line in lines[1:]), res.stderr  # still logged, after it
+
+
+def test_config_destinations_do_not_depend_on_the_working_directory(tmp_path: Path) -> None:
+    """[quarantine] release_to = "maildir:var/Maildir" (the default pipeline.toml) lands beside
+    the configuration file, wherever the command runs (systemd starts services in /)."""
+    etc, elsewhere = tmp_path / "etc", tmp_path / "elsewhere"
+    etc.mkdir()
+    elsewhere.mkdir()
+    config = etc / "pipeline.toml"
+    config.write_text(Path(PIPELINE).read_text())
+    res = rp("run", "-c", str(config), data=PARTNER, cwd=str(elsewhere))
+    assert res.returncode == 0, res.stderr
+    (qid,) = [p.stem for p in (etc / "var" / "quarantine").glob("*.eml")]
+    res = rp("quarantine", "release", "-c", str(config), qid, cwd=str(elsewhere))
+    assert res.returncode == 0, res.stderr
+    assert len(list((etc / "var" / "Maildir" / "new").iterdir())) == 1
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_forged_action_header_is_removed(config: str) -> None:
+    """An outsider's X-Rohrpost-Action: discard must not make the documented procmail recipe
+    (`* ^X-Rohrpost-Action: (quarantine|discard)` -> /dev/null) drop an accepted message."""
+    forged = HAM.replace(b"\n\n", b"\nX-Rohrpost-Action: discard\n\n", 1)
+    res = rp("run", "-c", config, data=forged)
+    assert res.returncode == 0, res.stderr
+    assert b"X-Rohrpost-Action" not in res.stdout
+    held = PARTNER.replace(b"\n\n", b"\nX-Rohrpost-Action: discard\n\n", 1)
+    res = rp("run", "-c", config, data=held)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count(b"X-Rohrpost-Action") == 1
+    assert b"X-Rohrpost-Action: quarantine\n" in res.stdout
+
+
+FETCH_ACCOUNT = """
+[[fetch]]
+name = "old-provider"
+protocol = "pop3"
+host = "pop.example.com"
+port = 995
+tls = "implicit"
+user = "bob"
+password_file = "/etc/rohrpost/old-provider.pass"
+keep = true
+folders = ["INBOX"]
+deliver = "maildir:/home/bob/Maildir"
+recipient = "bob@example.net"
+"""
+
+
+@pytest.mark.parametrize(("old", "new", "key", "message"), [
+    ('keep = true', 'kep = true', "fetch[0].kep", "unknown option (did you mean 'keep'?)"),
+    ('tls = "implicit"', 'tls = "startls"', "fetch[0].tls", "must be one of"),
+    ('[serve]', '[deliver]\njunk_foldr = "Junk"\n[serve]', "deliver.junk_foldr",
+     "did you mean 'junk_folder'?"),
+    ('deliver = "maildir:var/Maildir"', 'deliver = "maildr:var/Maildir"', "serve.deliver",
+     "unknown destination 'maildr:var/Maildir'"),
+    ('release_to = "maildir:var/Maildir"', 'release_to = "smtp:localhost"',
+     "quarantine.release_to", "smtp: expected HOST:PORT"),
+])
+def test_config_check_validates_fetch_deliver_and_destinations(tmp_path: Path, old: str, new: str,
+                                                               key: str, message: str) -> None:
+    """config check (systemd's ExecStartPre) must find what fetch, serve and release would."""
+    path = tmp_path / "pipeline.toml"
+    text = Path(PIPELINE).read_text() + FETCH_ACCOUNT
+    path.write_text(text)
+    assert rp("config", "check", "-c", str(path)).returncode == 0
+    assert old in text
+    changed = text.replace(old, new, 1)
+    path.write_text(changed)
+    name = key.rsplit(".", 1)[1].split("[", maxsplit=1)[0]
+    line = next(n for n, t in enumerate(changed.splitlines(), 1)
+                if t.startswith(f"{name} =") and n >= changed[:changed.index(new)].count("\n"))
+    res = rp("config", "check", "-c", str(path))
+    assert res.returncode == 78, res.stderr
+    err = res.stderr.decode()
+    assert f"pipeline.toml:{line}: {key}: " in err and message in err, err

@@ -50,3 +50,26 @@ def test_key_lines_follow_array_tables() -> None:
     assert lines.line_of("filter[0].rule[0].name") == 4
     assert lines.line_of("filter[1].use") == 9
     assert lines.line_of("filter[1].nothing") == 8
+
+
+def test_destinations_in_the_file_are_relative_to_its_folder(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """docs/pipeline.md: relative paths are relative to the configuration file's folder."""
+    monkeypatch.setenv("HOME", "/home/bob")
+    cfg = parse_config("", str(tmp_path / "p.toml"))
+    assert cfg.resolve_destination("maildir:var/Maildir") == f"maildir:{tmp_path}/var/Maildir"
+    assert cfg.resolve_destination("mbox:mail/box") == f"mbox:{tmp_path}/mail/box"
+    assert cfg.resolve_destination("lmtp:unix:run/lmtp") == f"lmtp:unix:{tmp_path}/run/lmtp"
+    assert cfg.resolve_destination("maildir:~/Maildir") == "maildir:/home/bob/Maildir"
+    for spec in ("maildir:/srv/M", "smtp:127.0.0.1:10026", "lmtp:127.0.0.1:24",
+                 "pipe:bin/x --y", "bogus"):
+        assert cfg.resolve_destination(spec) == spec
+
+
+def test_tilde_in_a_destination_is_the_home_folder(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """README: `rohrpost run --deliver maildir:~/Maildir` (the shell leaves ~ after a colon)."""
+    from rohrpost.deliver import parse_destination
+
+    monkeypatch.setenv("HOME", "/home/bob")
+    assert parse_destination("maildir:~/Maildir").path == "/home/bob/Maildir"
+    assert parse_destination("mbox:~/mbox").path == "/home/bob/mbox"
+    assert parse_destination("lmtp:unix:~/lmtp").path == "/home/bob/lmtp"

@@ -255,3 +255,31 @@ def test_fetch_account_errors_are_located(entry: str, key: str, words: str) -> N
     with pytest.raises(ConfigError) as info:
         load_accounts(config)
     assert info.value.key == key and words in str(info.value) and info.value.line > 1
+
+
+def test_relative_destinations_in_the_config_follow_its_folder(tmp_path: Path) -> None:
+    """fetch.md: all paths are relative to pipeline.toml's folder (deliver = too)."""
+    from rohrpost.fetch.accounts import load_accounts
+
+    text = ('[deliver]\n[[deliver.rule]]\nheader = "Subject"\nregex = "x"\n'
+            'deliver = "maildir:archive"\n'
+            '[[fetch]]\nname = "a"\nprotocol = "pop3"\nhost = "h"\nuser = "u"\n'
+            'password_file = "p"\ndeliver = "maildir:Maildir"\nrecipient = "r@x"\n')
+    config = parse_config(text, str(tmp_path / "p.toml"))
+    (acct,) = load_accounts(config)
+    assert acct.deliver == f"maildir:{tmp_path}/Maildir"
+    assert acct.password_file == f"{tmp_path}/p"
+    assert load_deliver_section(config).rule[0].deliver == f"maildir:{tmp_path}/archive"
+
+
+def test_rule_destination_condition_with_relative_paths(tmp_path: Path) -> None:
+    text = ('[deliver]\n[[deliver.rule]]\ndestination = "maildir:Maildir"\nfolder = "Only"\n'
+            'regex = "."\n')
+    config = parse_config(text, str(tmp_path / "p.toml"))
+    section = load_deliver_section(config)
+    msg = Message(b"Subject: x\n\nb\n")
+    env = Envelope(rcpts=("r@x",))
+    for base in (f"maildir:{tmp_path}/Maildir", f"maildir:{tmp_path}/./Maildir"):
+        assert plan(section, parse_destination(base), msg, env, spam=False).folder == "Only"
+    assert plan(section, parse_destination(f"maildir:{tmp_path}/Other"), msg, env,
+                spam=False).folder is None

@@ -70,3 +70,24 @@ def test_reject_bounces_and_quarantine_is_dropped(rcfile: Path) -> None:
     quarantine = rcfile.parent / "var" / "quarantine"
     assert len(list(quarantine.glob("*.eml"))) == 1
     assert procmail(rcfile, b"") == 75
+
+
+def test_contrib_procmailrc_as_written(tmp_path: Path) -> None:
+    """contrib/procmail/procmailrc (paths replaced): a reject is not delivered but handed to
+    the MTA as exit 77, a quarantined message is not delivered, ham is."""
+    assert shutil.which("procmail"), "procmail is not installed: run scripts/install-deps.sh"
+    config = tmp_path / "pipeline.toml"
+    config.write_text((ROOT / "pipeline.toml").read_text())
+    rc = tmp_path / "procmailrc"
+    rc.write_text((ROOT / "contrib" / "procmail" / "procmailrc").read_text()
+                  .replace("/usr/bin/rohrpost", str(BIN))
+                  .replace("/etc/rohrpost/pipeline.toml", str(config))
+                  .replace("$HOME", str(tmp_path)))
+    (tmp_path / "Maildir").mkdir()
+    assert procmail(rc, b"From: a@example.org\nSubject: Buy now\n\nx\n") == 77
+    partner = b"Return-Path: <p@partner.example>\nFrom: p@partner.example\nSubject: s\n\nx\n"
+    assert procmail(rc, partner) == 0
+    assert procmail(rc, b"From: a@example.org\nSubject: hello\n\nx\n") == 0
+    files = list((tmp_path / "Maildir" / "new").iterdir())
+    assert [b"Subject: hello" in f.read_bytes() for f in files] == [True]
+    assert len(list((tmp_path / "var" / "quarantine").glob("*.eml"))) == 1
