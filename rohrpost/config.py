@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import socket
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -264,7 +263,11 @@ class Config:
     @property
     def hostname(self) -> str:
         """Name of this host (``[pipeline] hostname`` or the system's)."""
-        return self.pipeline.hostname or socket.gethostname()
+        if self.pipeline.hostname:
+            return self.pipeline.hostname
+        import socket
+
+        return socket.gethostname()
 
     @property
     def authserv_id(self) -> str:

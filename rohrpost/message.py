@@ -8,13 +8,16 @@ fetchmail hand it over) is kept apart in ``from_line`` and never counted as a he
 
 from __future__ import annotations
 
-import email.header
-import email.message
-import email.parser
-import email.policy
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import email.message
+
+# The email package (parser, policy, header) is imported on first use: a pipeline whose
+# filters only read headers never pays for it (about a quarter of a pipe-mode start).
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,8 @@ def decode_words(text: str) -> str:
     """``text`` with RFC 2047 encoded words decoded; malformed words are left as they are."""
     if "=?" not in text:
         return text
+    import email.header
+
     try:
         parts = email.header.decode_header(text)
     except Exception:  # noqa: BLE001 - malformed encoded words: show the raw text
@@ -152,6 +157,9 @@ class Message:
     @cached_property
     def mime(self) -> email.message.Message:
         """The MIME tree, parsed once on first use (compat32: tolerant of broken input)."""
+        import email.parser
+        import email.policy
+
         parser = email.parser.BytesParser(policy=email.policy.compat32)
         return parser.parsebytes(self.without_from_line())
 
