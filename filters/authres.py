@@ -95,6 +95,7 @@ class AuthresFilter(Filter):
     description: ClassVar[str] = "foreign Authentication-Results: remove untrusted, publish trusted"
     stage: ClassVar[Stage] = Stage.EOM
     Options: ClassVar[type[AuthresOptions]] = AuthresOptions
+    loop_free: ClassVar[bool] = True  # check() never awaits
 
     def __init__(self, options: AuthresOptions) -> None:
         super().__init__(options)

@@ -93,6 +93,7 @@ class ReceivedFilter(Filter):
     name = "received"
     description = "hop count limit, mail-loop detection, optional Received header"
     stage = Stage.EOM
+    loop_free = True  # check() never awaits
     Options = ReceivedOptions
 
     def __init__(self, options: ReceivedOptions) -> None:

@@ -268,6 +268,7 @@ class RulesFilter(Filter):
     name = "rules"
     description = "local rules: header, envelope, client, body and size tests with actions"
     stage = Stage.EOM
+    loop_free = True  # check() never awaits
     Options = RulesOptions
 
     def __init__(self, options: RulesOptions) -> None:

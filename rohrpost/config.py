@@ -263,11 +263,9 @@ class Config:
     @property
     def hostname(self) -> str:
         """Name of this host (``[pipeline] hostname`` or the system's)."""
-        if self.pipeline.hostname:
-            return self.pipeline.hostname
-        import socket
-
-        return socket.gethostname()
+        # os.uname().nodename is what socket.gethostname() returns on POSIX (glibc's
+        # gethostname() is uname()), without importing socket (and selectors) in pipe mode.
+        return self.pipeline.hostname or os.uname().nodename
 
     @property
     def authserv_id(self) -> str:
