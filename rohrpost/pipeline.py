@@ -116,8 +116,9 @@ def run_loop_free(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` to completion without an event loop (and without importing asyncio).
 
     For a pipeline whose filters never await (``Pipeline.loop_free``): pipe mode then does not
-    import asyncio (ssl, socket, concurrent.futures...: a sixth of a `rohrpost run` start). A bare ``yield`` (``sleep(0)``) is
-    resumed at once, as a task would; waiting on anything else raises ``LoopRequired``.
+    import asyncio (ssl, socket, concurrent.futures...: a sixth of a ``rohrpost run`` start).
+    A bare ``yield`` (``sleep(0)``) is resumed at once, as a task would; waiting on anything
+    else raises ``LoopRequired``.
     """
     try:
         while True:
