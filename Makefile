@@ -11,11 +11,15 @@ PYTEST_ARGS ?=
 
 .PHONY: run test deps deps-run lint typecheck unit integration bench clean
 
+# compileall: this environment may set PYTHONDONTWRITEBYTECODE, and a checkout without .pyc files
+# compiles ~30 modules at every `rohrpost run` (docs/performance.md)
 deps-run:
 	@scripts/install-deps.sh --minimal
+	@$(PY) -m compileall -q rohrpost filters >/dev/null
 
 deps:
 	@scripts/install-deps.sh
+	@$(PY) -m compileall -q rohrpost filters >/dev/null
 
 run: deps-run
 	@mkdir -p var

@@ -56,7 +56,7 @@ def dkim_sign_filter(key: Path) -> FilterSpec:
 SPF: FilterSpec = ("spf", {"skip_trusted_networks": False, "skip_authenticated": False})
 DKIM_VERIFY: FilterSpec = ("dkim-verify", {})
 ARC_VERIFY: FilterSpec = ("arc-verify", {})
-DMARC: FilterSpec = ("dmarc", {})
+DMARC: FilterSpec = ("dmarc", {"skip_trusted_networks": False})  # the bench client is 127.0.0.1
 SPAM_FILTER: FilterSpec = ("spamassassin", {"port": 0})  # port filled in by the runner
 CLAMAV: FilterSpec = ("clamav", {"socket": ""})           # socket filled in by the runner
 KEY_PLACEHOLDER = Path("@KEY@")

@@ -4,7 +4,9 @@ The CPU of a tree is the sum over its live processes of utime + stime + cutime +
 a process that exited and was reaped inside the tree is counted once, in its parent's
 cutime/cstime, so the difference of two snapshots is exact for daemons that reap their
 children (every daemon the bench starts runs in the foreground, in its own session).
-Peak RSS is the sum of VmHWM over the live processes (shared pages are counted in each).
+Peak RSS is the sum of VmHWM over the live processes (shared pages are counted in each);
+PSS (``Pss`` of /proc/PID/smaps_rollup, current, not peak) divides each shared page among the
+processes that map it, so the sum over pre-forked workers counts the interpreter once.
 """
 
 from __future__ import annotations
@@ -75,6 +77,22 @@ def vmhwm(pid: int) -> int:
         return 0
 
 
+def parse_pss(rollup_text: str) -> int:
+    """Proportional set size in bytes from a /proc/PID/smaps_rollup text (0 if absent)."""
+    for line in rollup_text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024  # always reported in kB
+    return 0
+
+
+def pss(pid: int) -> int:
+    """Current PSS of a live process in bytes (0 when gone or unreadable)."""
+    try:
+        return parse_pss((PROC / str(pid) / "smaps_rollup").read_text())
+    except OSError:
+        return 0
+
+
 def all_stats() -> list[ProcStat]:
     """A snapshot of every live process."""
     out = []
@@ -105,16 +123,18 @@ def select_tree(stats: Iterable[ProcStat], roots: Iterable[int] = (),
 
 @dataclass(frozen=True)
 class TreeUsage:
-    """CPU seconds and summed peak RSS of a set of processes at one moment."""
+    """CPU seconds, summed peak RSS and summed current PSS of a set of processes."""
 
     cpu: float
     rss: int
     pids: tuple[int, ...]
+    pss: int = 0
 
 
 def tree_usage(roots: Iterable[int] = (), sessions: Iterable[int] = ()) -> TreeUsage:
-    """Current CPU (including reaped children) and summed VmHWM of a tree."""
+    """Current CPU (including reaped children), summed VmHWM and summed PSS of a tree."""
     chosen = select_tree(all_stats(), roots, sessions)
     return TreeUsage(cpu=sum(s.cpu for s in chosen),
                      rss=sum(vmhwm(s.pid) for s in chosen),
-                     pids=tuple(sorted(s.pid for s in chosen)))
+                     pids=tuple(sorted(s.pid for s in chosen)),
+                     pss=sum(pss(s.pid) for s in chosen))

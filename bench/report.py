@@ -9,7 +9,7 @@ from bench.runner import ConfigResult
 from bench.stats import Summary, fmt_num, fmt_ratio, markdown_table, ratio, summarize
 
 HEADER = ("job", "tool", "msg/s 4KB", "x ceiling", "x ref", "CPU ms/msg", "CPU x ref",
-          "msg/s MIME", "CPU ms/msg MIME", "peak RSS MB", "Postfix ms/msg", "check")
+          "msg/s MIME", "CPU ms/msg MIME", "peak RSS MB", "PSS MB", "Postfix ms/msg", "check")
 
 
 def _rates(runs: Sequence[RunResult]) -> Summary:
@@ -29,7 +29,7 @@ def rows(results: Sequence[ConfigResult]) -> list[list[str]]:
     for res in results:
         cfg = res.cfg
         if res.error or not res.plain:
-            out.append([cfg.job, cfg.tool, short_error(res.error or "no runs")] + ["-"] * 8
+            out.append([cfg.job, cfg.tool, short_error(res.error or "no runs")] + ["-"] * 9
                        + [res.check])
             continue
         rate, cpu = _rates(res.plain), _cpu(res.plain)
@@ -43,7 +43,8 @@ def rows(results: Sequence[ConfigResult]) -> list[list[str]]:
             fmt_ratio(ratio(rate.median, ref_rate)), cpu.fmt(2),
             fmt_ratio(ratio(cpu.median, ref_cpu)),
             _rates(res.mime).fmt(), _cpu(res.mime).fmt(2),
-            fmt_num(res.rss / 2**20, 0) if res.rss else "-", postfix.fmt(2), res.check])
+            fmt_num(res.rss / 2**20, 0) if res.rss else "-",
+            fmt_num(res.pss / 2**20, 0) if res.pss else "-", postfix.fmt(2), res.check])
     return out
 
 
@@ -74,5 +75,7 @@ msg/s: messages per second from smtp-source through Postfix into smtp-sink (medi
 range of the runs). x ceiling: against Postfix without milters; x ref: against the reference
 tool of the same job (first row of the job). CPU ms/msg: CPU of the filter processes and their
 backends (clamd, spamd, Redis) per message = CPU seconds per 1,000 messages. peak RSS: sum of
-VmHWM of those processes. check: the delivered message carries the filter's mark.
+VmHWM of those processes (shared pages counted in each); PSS: sum of their proportional set
+size after the runs (a shared page split among the processes that map it). check: the
+delivered message carries the filter's mark.
 """

@@ -38,6 +38,7 @@ class ConfigResult:
     plain: list[RunResult] = field(default_factory=list)
     mime: list[RunResult] = field(default_factory=list)
     rss: int = 0
+    pss: int = 0
     check: str = ""
     error: str = ""
 
@@ -130,7 +131,8 @@ def run_config(world: World, mta: Mta, work: Workloads, cfg: configs.BenchConfig
                 bucket.append(run)
                 if not mime:
                     result.check = check_sample(cfg, mta.sample())
-        result.rss = tree_usage(sessions=sessions).rss
+        usage = tree_usage(sessions=sessions)
+        result.rss, result.pss = usage.rss, usage.pss
     except (DaemonError, OSError) as exc:
         result.error = f"failed: {exc}"[:300]
     finally:

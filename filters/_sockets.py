@@ -61,11 +61,10 @@ async def open_stream(address: SocketAddress, connect_timeout: float
     :raises BackendError: refused, unreachable, missing socket file, or timed out.
     """
     try:
-        if address.path:
-            coro = asyncio.open_unix_connection(address.path)
-        else:
-            coro = asyncio.open_connection(address.host, address.port)
-        return await asyncio.wait_for(coro, connect_timeout)
+        async with asyncio.timeout(connect_timeout):  # no extra task, unlike wait_for
+            if address.path:
+                return await asyncio.open_unix_connection(address.path)
+            return await asyncio.open_connection(address.host, address.port)
     except TimeoutError:
         raise BackendError(f"connect to {address} timed out after {connect_timeout:g}s") from None
     except OSError as exc:

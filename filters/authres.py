@@ -76,6 +76,7 @@ class AuthresFilter(Filter):
                                   "remove untrusted, publish trusted")
     stage: ClassVar[Stage] = Stage.EOM
     Options: ClassVar[type[AuthresOptions]] = AuthresOptions
+    loop_free: ClassVar[bool] = True  # check() never awaits
 
     def __init__(self, options: AuthresOptions) -> None:
         super().__init__(options)

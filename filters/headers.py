@@ -125,6 +125,7 @@ class HeadersFilter(Filter):
     name = "headers"
     description = "remove forged headers, header count/size limits, duplicate singletons"
     stage = Stage.EOM
+    loop_free = True  # check() never awaits
     Options = HeadersOptions
 
     def __init__(self, options: HeadersOptions) -> None:

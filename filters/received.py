@@ -12,7 +12,6 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import format_datetime
 
 from rohrpost.changes import InsertHeader
 from rohrpost.envelope import Envelope
@@ -64,6 +63,8 @@ def _token(text: str, default: str = "unknown") -> str:
 
 def received_value(env: Envelope, hostname: str, when: float) -> str:
     """Render our Received value, RFC 5321 section 4.4 style, dated by the injected clock."""
+    from email.utils import format_datetime  # only when a Received header is added
+
     parts = []
     if env.client_ip or env.helo:
         part = f"from {_token(env.helo)}"
@@ -92,6 +93,7 @@ class ReceivedFilter(Filter):
     name = "received"
     description = "hop count limit, mail-loop detection, optional Received header"
     stage = Stage.EOM
+    loop_free = True  # check() never awaits
     Options = ReceivedOptions
 
     def __init__(self, options: ReceivedOptions) -> None:

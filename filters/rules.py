@@ -17,7 +17,6 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from email.utils import parseaddr
 from typing import Any, Literal
 
 from rohrpost.changes import Change
@@ -196,7 +195,11 @@ def _header_reasons(rule: Rule, msg: Message) -> list[str] | None:
 def _listed(value: str, members: frozenset[str]) -> bool:
     """Tell whether the whole value or its address is a member."""
     value = value.strip().casefold()
-    return value in members or parseaddr(value)[1] in members
+    if value in members:
+        return True
+    from email.utils import parseaddr  # only when the plain value is not a member
+
+    return parseaddr(value)[1] in members
 
 
 def _envelope_reasons(rule: Rule, env: Envelope) -> list[str] | None:
@@ -265,6 +268,7 @@ class RulesFilter(Filter):
     name = "rules"
     description = "local rules: header, envelope, client, body and size tests with actions"
     stage = Stage.EOM
+    loop_free = True  # check() never awaits
     Options = RulesOptions
 
     def __init__(self, options: RulesOptions) -> None:

@@ -71,6 +71,7 @@ class SizeFilter(Filter):
     name = "size"
     description = "message size limit (declared SIZE= and real size) with a soft score"
     stage = Stage.EOM
+    loop_free = True  # check() never awaits
     Options = SizeOptions
 
     def __init__(self, options: SizeOptions) -> None:

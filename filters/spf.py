@@ -13,7 +13,6 @@ the HELO name for the null sender), ``spf.identity``, ``spf.helo_result``, ``spf
 from __future__ import annotations
 
 import contextvars
-import functools
 import ipaddress
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -159,13 +158,26 @@ class SpfFilter(Filter):
             return "trusted network"
         return ""
 
-    async def _check(self, ctx: Context, ip: str, sender: str, helo: str) -> SpfCheck:
+    async def _checks(self, ctx: Context, ip: str, sender: str, helo: str,
+                      check_helo: bool) -> tuple[SpfCheck | None, SpfCheck | None]:
+        """Check HELO (when ``check_helo``), then MAIL FROM, in one worker-thread call.
+
+        MAIL FROM is checked when there is a sender and HELO was not refused. One hand-off
+        to the executor and back per message instead of one per identity.
+        """
         from ._spf_adapter import check_host
 
         resolver = ctx.resolver  # created (once) on the loop thread, used from the worker
         budget = self.opts.timeout
-        call = functools.partial(check_host, resolver, ip, sender, helo, total_timeout=budget)
-        return await ctx.run_blocking(contextvars.copy_context().run, call)
+
+        def both() -> tuple[SpfCheck | None, SpfCheck | None]:
+            first = check_host(resolver, ip, "", helo, total_timeout=budget) \
+                if check_helo else None
+            if not sender or (first is not None and self._helo_refused(first)):
+                return first, None
+            return first, check_host(resolver, ip, sender, helo, total_timeout=budget)
+
+        return await ctx.run_blocking(contextvars.copy_context().run, both)
 
     async def check(self, ctx: Context, mail: Mail) -> FilterResult:
         """Check HELO (when enabled and not the only identity), then MAIL FROM."""
@@ -175,17 +187,15 @@ class SpfFilter(Filter):
         if skip:
             ctx.log.debug("spf: skipped (%s)", skip)
             return FilterResult(facts={"spf.skipped": skip})
-        helo_check: SpfCheck | None = None
-        if env.helo and (self.opts.check_helo or not env.mail_from):
-            helo_check = await self._check(ctx, ip, "", env.helo)
-        if env.mail_from:
-            if helo_check is not None and self._helo_refused(helo_check):
-                return self._result(ctx, env.mail_from, None, helo_check)
-            main = await self._check(ctx, ip, env.mail_from, env.helo)
-        elif helo_check is not None:
-            main, helo_check = helo_check, None  # null sender: MAIL FROM is postmaster@HELO
-        else:
+        check_helo = bool(env.helo and (self.opts.check_helo or not env.mail_from))
+        if not env.mail_from and not check_helo:
             return FilterResult(facts={"spf.skipped": "no MAIL FROM and no HELO"})
+        helo_check, main = await self._checks(ctx, ip, env.mail_from, env.helo, check_helo)
+        if env.mail_from:
+            if main is None:  # HELO was refused: MAIL FROM not checked
+                return self._result(ctx, env.mail_from, None, helo_check)
+        else:
+            main, helo_check = helo_check, None  # null sender: MAIL FROM is postmaster@HELO
         return self._result(ctx, env.mail_from, main, helo_check)
 
     def _helo_refused(self, helo: SpfCheck) -> bool:

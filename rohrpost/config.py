@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import socket
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -281,7 +280,9 @@ class Config:
     @property
     def hostname(self) -> str:
         """Name of this host (``[pipeline] hostname`` or the system's)."""
-        return self.pipeline.hostname or socket.gethostname()
+        # os.uname().nodename is what socket.gethostname() returns on POSIX (glibc's
+        # gethostname() is uname()), without importing socket (and selectors) in pipe mode.
+        return self.pipeline.hostname or os.uname().nodename
 
     @property
     def authserv_id(self) -> str:

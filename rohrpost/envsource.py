@@ -11,8 +11,8 @@ source gave each field so the log can say it.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -131,4 +131,4 @@ def _recipients(args: EnvelopeArgs, environ: Mapping[str, str], message: Message
 
 def new_queue_id() -> str:
     """A queue id for mail that came without one (pipe mode): 12 hex characters."""
-    return uuid.uuid4().hex[:12].upper()
+    return os.urandom(6).hex().upper()  # as uuid4().hex[:12], without importing uuid

@@ -10,7 +10,6 @@ for what its filters touch.
 from __future__ import annotations
 
 import abc
-import asyncio
 import enum
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -157,6 +156,8 @@ class Context:
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking library call (pyspf, dkimpy) in a worker thread."""
+        import asyncio
+
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
@@ -173,6 +174,11 @@ class Filter(abc.ABC):
     description: ClassVar[str]
     stage: ClassVar[Stage] = Stage.EOM
     Options: ClassVar[type[Any]]
+    #: True for a filter whose ``check`` never awaits (no DNS, store, sockets, executor).
+    #: When every filter of a pipe-mode run says so, ``rohrpost run`` drives the pipeline
+    #: without importing asyncio (see ``rohrpost.pipeline.run_loop_free``); a filter that
+    #: suspends anyway makes the run exit 75, never pass unchecked.
+    loop_free: ClassVar[bool] = False
 
     def __init__(self, options: Any) -> None:
         self.options = options

@@ -8,9 +8,7 @@ code from the start of the command's output and quotes that output in bounces.
 
 from __future__ import annotations
 
-import json
 import logging
-import logging.handlers
 import os
 
 
@@ -23,6 +21,8 @@ class _Defaults(logging.Filter):
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        import json
+
         return json.dumps({"time": self.formatTime(record), "level": record.levelname.lower(),
                            "logger": record.name, "queue_id": getattr(record, "queue_id", "-"),
                            "message": record.getMessage()})
@@ -44,8 +44,9 @@ def setup_logging(level: str = "info", target: str = "stderr", fmt: str = "text"
         logger.removeHandler(old)
     handler: logging.Handler
     if target == "syslog" and os.path.exists("/dev/log"):
-        handler = logging.handlers.SysLogHandler(
-            "/dev/log", facility=logging.handlers.SysLogHandler.LOG_MAIL)
+        from logging.handlers import SysLogHandler  # socket, pickle, queue: only for syslog
+
+        handler = SysLogHandler("/dev/log", facility=SysLogHandler.LOG_MAIL)
         handler.setFormatter(logging.Formatter("rohrpost[%(process)d]: %(message)s"))
     else:
         handler = logging.StreamHandler()

@@ -9,7 +9,6 @@ from the known names, so a typo never silently disables a setting.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 import types
 import typing
@@ -30,6 +29,8 @@ class OptionError(ValueError):
 
 def suggest(key: str, known: Sequence[str]) -> str:
     """A "did you mean" hint for ``key`` among ``known`` names, or a list of them."""
+    import difflib
+
     close = difflib.get_close_matches(key, known, n=1)
     if close:
         return f"did you mean '{close[0]}'?"

@@ -7,12 +7,13 @@ Turning the results into the final verdict and header changes is ``rohrpost.poli
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from rohrpost.config import Config, FilterSpec, When
 from rohrpost.envelope import Envelope, domain_of
@@ -23,6 +24,7 @@ from rohrpost.registry import UnknownFilterError, load_filter_class
 from rohrpost.result import Action, FilterResult, Symbol, Verdict
 
 log = logging.getLogger("rohrpost.pipeline")
+T = TypeVar("T")
 
 FAILURE_REPLIES = {
     "tempfail": "451 4.7.1 Temporary local problem, please try again later",
@@ -70,6 +72,11 @@ class Pipeline:
             steps.append(make_step(config, spec, spec.options, from_text=False))
         return cls(config, steps)
 
+    @property
+    def loop_free(self) -> bool:
+        """True when no filter's ``check`` ever awaits (see ``Filter.loop_free``)."""
+        return all(step.filter.loop_free for step in self.steps)
+
     def stages(self) -> set[Stage]:
         """The stages at which some filter runs."""
         return {s.stage for s in self.steps}
@@ -100,6 +107,37 @@ def make_step(config: Config, spec: FilterSpec, options: object, *, from_text: b
     timeout = spec.timeout if spec.timeout is not None else config.pipeline.timeout
     on_error = spec.on_error or config.pipeline.on_error
     return Step(spec, instance, timeout, on_error)
+
+
+class LoopRequired(BaseException):
+    """A coroutine driven by ``run_loop_free`` needed an event loop.
+
+    A ``BaseException`` so that no ``on_error`` policy turns it into skip or accept: the pipe
+    command exits 75 (tempfail) and the mail is retried, never passed unchecked.
+    """
+
+
+def run_loop_free(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion without an event loop (and without importing asyncio).
+
+    For a pipeline whose filters never await (``Pipeline.loop_free``): pipe mode then does not
+    import asyncio (ssl, socket, concurrent.futures...: a sixth of a ``rohrpost run`` start).
+    A bare ``yield`` (``sleep(0)``) is resumed at once, as a task would; waiting on anything
+    else raises ``LoopRequired``.
+    """
+    try:
+        while True:
+            if coro.send(None) is not None:
+                raise LoopRequired("a filter awaited I/O outside an event loop")
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    finally:
+        coro.close()
+
+
+def _loop_running() -> bool:
+    aio = sys.modules.get("asyncio")  # never imported: certainly no loop running
+    return aio is not None and aio._get_running_loop() is not None
 
 
 def applies(when: When, envelope: Envelope, message: Message | None) -> bool:
@@ -215,8 +253,19 @@ class Session:
     async def _run_one(self, step: Step, ctx: Context, mail: Mail) -> StepRun:
         start = time.perf_counter()
         try:
-            result = await asyncio.wait_for(step.filter.check(ctx, mail), step.timeout)
-        except Exception as exc:  # noqa: BLE001 - any failure goes through the failure policy
+            if _loop_running():
+                import asyncio
+
+                # asyncio.timeout, not wait_for: the check runs in this task instead of a new
+                # one, so a filter that does not wait costs no extra loop iterations.
+                async with asyncio.timeout(step.timeout):
+                    result = await step.filter.check(ctx, mail)
+            else:  # run_loop_free: the check cannot be suspended, so no timer can fire
+                result = await step.filter.check(ctx, mail)
+        except Exception as exc:  # any failure goes through the failure policy
+            if isinstance(exc, RuntimeError) and "event loop" in str(exc) \
+                    and not _loop_running():
+                raise LoopRequired(f"filter {step.name} needs an event loop") from exc
             ms = (time.perf_counter() - start) * 1000
             kind = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
             ctx.log.warning("filter %s failed (%s: %s); on_error=%s", step.name, kind, exc,

@@ -6,6 +6,7 @@ filter is used, so a pipeline pays start-up time only for its own filters.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 
@@ -23,10 +24,16 @@ def module_name(name: str) -> str:
 
 def available() -> list[str]:
     """Names of every filter module, sorted (without importing them)."""
+    return list(_available())
+
+
+@functools.cache
+def _available() -> tuple[str, ...]:
+    # Listed once per process: building a pipeline looked the folder up once per filter.
     import rohrpost.filters as pkg
 
-    return sorted(m.name.replace("_", "-") for m in pkgutil.iter_modules(pkg.__path__)
-                  if not m.name.startswith("_"))
+    return tuple(sorted(m.name.replace("_", "-") for m in pkgutil.iter_modules(pkg.__path__)
+                        if not m.name.startswith("_")))
 
 
 def load_filter_class(name: str) -> type[Filter]:
@@ -36,7 +43,7 @@ def load_filter_class(name: str) -> type[Filter]:
     """
     from rohrpost.options import suggest
 
-    names = available()
+    names = _available()
     if name not in names:
         raise UnknownFilterError(f"unknown filter {name!r}; {suggest(name, names)}")
     module = importlib.import_module(module_name(name))

@@ -7,7 +7,6 @@ and ``log_outcome`` (the one INFO line per message). The milter adapter instead 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -80,6 +79,8 @@ async def _rcpt_stage(session: Session) -> Verdict | None:
 async def process_with_timeout(pipeline: Pipeline, services: Services, envelope: Envelope,
                                message: Message, timeout: float) -> Processed:
     """``process`` bounded by an overall deadline; on timeout raises ``TimeoutError``."""
+    import asyncio
+
     return await asyncio.wait_for(process(pipeline, services, envelope, message), timeout)
 
 

@@ -8,7 +8,6 @@ message is written only once the verdict is final; anything unexpected exits 75.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from typing import Any
@@ -29,7 +28,7 @@ from rohrpost.cli.common import (
 from rohrpost.config import Config, ConfigError, FilterSpec
 from rohrpost.envsource import EnvelopeArgs, EnvelopeError, envelope_for_pipe
 from rohrpost.message import Message
-from rohrpost.pipeline import Pipeline, make_step
+from rohrpost.pipeline import Pipeline, make_step, run_loop_free
 from rohrpost.result import Action
 from rohrpost.sysexits import EX_TEMPFAIL, exit_code_for
 
@@ -52,8 +51,14 @@ def run_pipe(config: Config, pipeline: Pipeline, args: EnvelopeArgs, deliver: st
             envelope = envelope_for_pipe(args, os.environ, message)
         except EnvelopeError as exc:
             fail(EX_TEMPFAIL, "4.3.5", str(exc))
-        status = asyncio.run(_run_async(config, pipeline, envelope, message, deliver=deliver,
-                                        mode=mode))
+        coro = _run_async(config, pipeline, envelope, message, deliver=deliver, mode=mode)
+        if pipeline.loop_free and not (deliver and "deliver" in config.raw):
+            # No filter awaits and there is no sorted (async) delivery: asyncio is not needed.
+            status = run_loop_free(coro)
+        else:
+            import asyncio
+
+            status = asyncio.run(coro)
     except SystemExit:
         release_held()
         raise

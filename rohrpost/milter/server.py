@@ -18,6 +18,7 @@ the worker's main. How the processes share the work:
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import re
@@ -103,8 +104,12 @@ def _open(spec: SocketSpec, timeout: float) -> None:
 
 
 def worker_main(config: Config, timeout: float, sink: MetricsSink,
-                holder: list[MilterApp]) -> int:
-    """Run a worker: its own loop, pipeline and services, then libmilter's main loop."""
+                holder: list[MilterApp], pipeline: Pipeline | None = None) -> int:
+    """Run a worker: its own loop and services, then libmilter's main loop.
+
+    ``pipeline`` is the one the parent built before forking (filters' keys, lists and the
+    public suffix list already loaded, shared copy-on-write); ``None`` builds it here.
+    """
     from rohrpost.services import make_services
 
     # libmilter's signal thread sigwait()s for these; every other thread must block them,
@@ -113,7 +118,8 @@ def worker_main(config: Config, timeout: float, sink: MetricsSink,
     for sig in _SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
     loop = LoopThread().start()
-    pipeline = Pipeline.build(config)
+    if pipeline is None:
+        pipeline = Pipeline.build(config)
     services = make_services(config)
     holder.append(MilterApp(pipeline, services, loop, timeout, sink))
     log.info("milter worker %d ready", os.getpid())
@@ -135,7 +141,7 @@ def serve(config: Config, socket_spec: str, workers: int, metrics_addr: str = ""
     """Run the milter until SIGTERM; ``workers`` = 0 runs it in this process without forking."""
     spec = SocketSpec.parse(socket_spec)
     timeout = config.milter.timeout
-    Pipeline.build(config)  # fail early on a bad configuration, before listening
+    pipeline = Pipeline.build(config)  # fails early on a bad configuration, before listening
     holder: list[MilterApp] = []
     adapter.register(name, lambda actions: MilterConnection(actions, holder[-1]))
     open_listener(spec, timeout)
@@ -150,8 +156,8 @@ def serve(config: Config, socket_spec: str, workers: int, metrics_addr: str = ""
                 registry = Metrics()
                 sink = registry
                 stop_metrics = serve_metrics(registry, *_host_port(metrics_addr))
-            return worker_main(config, timeout, sink, holder)
-        return _supervise(config, workers, timeout, metrics_addr, holder)
+            return worker_main(config, timeout, sink, holder, pipeline)
+        return _supervise(config, workers, timeout, metrics_addr, holder, pipeline=pipeline)
     finally:
         if stop_metrics is not None:
             stop_metrics()
@@ -168,10 +174,14 @@ def _host_port(addr: str) -> tuple[str, int]:
 
 
 def _supervise(config: Config, workers: int, timeout: float, metrics_addr: str,
-               holder: list[MilterApp]) -> int:
+               holder: list[MilterApp], *, pipeline: Pipeline) -> int:
     read_fd = write_fd = -1
     if metrics_addr:
         read_fd, write_fd = os.pipe()
+    # Everything loaded so far (modules, the pipeline) moves to the collector's permanent
+    # generation: the workers' collections never write to those objects, so their pages
+    # stay shared with the parent instead of being copied into every worker.
+    gc.freeze()
 
     def spawn(slot: int) -> int:
         pid = os.fork()
@@ -181,7 +191,7 @@ def _supervise(config: Config, workers: int, timeout: float, metrics_addr: str,
                 if read_fd >= 0:
                     os.close(read_fd)
                 sink = PipeSink(write_fd) if write_fd >= 0 else NoMetrics()
-                code = worker_main(config, timeout, sink, holder)
+                code = worker_main(config, timeout, sink, holder, pipeline)
             except BaseException:
                 log.exception("milter worker %d (slot %d) crashed", os.getpid(), slot)
             finally:

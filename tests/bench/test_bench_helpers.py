@@ -102,7 +102,8 @@ def test_report_ratios_against_ceiling_and_reference():
     assert dkimpy[6] == "3.00x"  # 12 / 4 ms CPU
     assert rows[1][4] == "-"  # the reference has no reference
     assert rows[3][2] == "not available (milter missing)"
-    assert rows[3][3:11] == ["-"] * 8
+    assert rows[3][3:12] == ["-"] * 9
+    assert len(rows[3]) == len(rows[2]) == len(report.HEADER)
     assert "sign-rohrpost" not in report.notes(results)
 
 
@@ -155,6 +156,13 @@ def test_vmhwm_of_current_process():
     assert procstat.parse_vmhwm("Name:\tkthread\n") == 0
 
 
+def test_pss_of_current_process():
+    assert 0 < procstat.pss(os.getpid()) <= procstat.vmhwm(os.getpid())
+    rollup = "00400000-7ffd [rollup]\nRss:\t  4096 kB\nPss:\t  1500 kB\nPss_Anon:\t 1 kB\n"
+    assert procstat.parse_pss(rollup) == 1500 * 1024
+    assert procstat.parse_pss("") == 0
+
+
 def test_select_tree_counts_children_and_sessions():
     child = subprocess.Popen(["sleep", "5"], start_new_session=True)
     try:
@@ -166,6 +174,7 @@ def test_select_tree_counts_children_and_sessions():
         usage = procstat.tree_usage(roots=[os.getpid()])
         assert usage.cpu > 0
         assert usage.rss > 0
+        assert 0 < usage.pss <= usage.rss
     finally:
         child.kill()
         child.wait()

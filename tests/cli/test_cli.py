@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -272,3 +273,15 @@ def test_config_check_validates_fetch_deliver_and_destinations(tmp_path: Path, o
     assert res.returncode == 78, res.stderr
     err = res.stderr.decode()
     assert f"pipeline.toml:{line}: {key}: " in err and message in err, err
+
+
+def test_run_with_loop_free_filters_does_not_import_asyncio(config: str) -> None:
+    """The default pipeline's filters never await: pipe mode skips asyncio's import."""
+    code = ("import sys\nsys.path.insert(0, sys.argv[1])\nfrom rohrpost.cli import main\n"
+            "try:\n    main(sys.argv[2:], prog_name='rohrpost')\nfinally:\n"
+            "    print('asyncio' in sys.modules, 'email.parser' in sys.modules, file=sys.stderr)")
+    res = subprocess.run([sys.executable, "-c", code, str(ROOT), "run", "-c", config],
+                         input=HAM, capture_output=True, timeout=60, check=False)
+    assert res.returncode == 0, res.stderr
+    assert b"X-Newsletter: yes\n" in res.stdout
+    assert res.stderr.splitlines()[-1] == b"False False"

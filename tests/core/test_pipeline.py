@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from core_helpers import Fixed, Raises, Sleeps, make_pipeline
 
 from rohrpost.config import When
 from rohrpost.envelope import Envelope
-from rohrpost.filter import Services, Stage
+from rohrpost.filter import Context, Mail, Services, Stage
 from rohrpost.message import Message
+from rohrpost.pipeline import LoopRequired, run_loop_free
 from rohrpost.result import Action, AuthResult, FilterResult, Symbol, Verdict
 from rohrpost.runner import process
 
@@ -142,3 +144,52 @@ def test_threshold_actions() -> None:
     ham = run(make_pipeline([("s", Fixed(scored(1)))], TOML)).message
     assert ham.get("X-Spam-Status").startswith("No, score=1.0")
     assert ham.get_all("X-Spam-Flag") == []
+
+
+# --- loop-free driving (pipe mode without asyncio) -------------------------------------------
+
+
+class Yields(Fixed):
+    """Gives control back once with a bare yield (asyncio.sleep(0)) and then finishes."""
+
+    async def check(self, ctx: Context, mail: Mail) -> FilterResult:
+        await asyncio.sleep(0)
+        return self.result
+
+
+class WantsExecutor(Fixed):
+    async def check(self, ctx: Context, mail: Mail) -> FilterResult:
+        return await ctx.run_blocking(lambda: self.result)
+
+
+def test_loop_free_run_matches_asyncio_run() -> None:
+    result = FilterResult(symbols=[Symbol("X", 1.5)])
+    by_loop = run(make_pipeline([("a", Fixed(result)), ("b", Yields(result))]))
+    free = run_loop_free(process(make_pipeline([("a", Fixed(result)), ("b", Yields(result))]),
+                                 Services(), ENV, MSG))
+    assert free.outcome.score == by_loop.outcome.score == 3.0
+    assert free.outcome.action is by_loop.outcome.action is Action.ACCEPT
+    assert [r.name for r in free.outcome.runs] == ["a", "b"]
+
+
+@pytest.mark.parametrize("on_error", ["skip", "accept", "tempfail"])
+@pytest.mark.parametrize("cls", [Sleeps, WantsExecutor])
+def test_loop_free_never_lets_a_waiting_filter_pass(cls: type[Fixed], on_error: str) -> None:
+    """A filter that needs the loop ends the run (exit 75 in pipe mode), whatever on_error."""
+    p = make_pipeline([("io", cls(FilterResult()))], on_error=on_error)
+    with pytest.raises(LoopRequired):
+        run_loop_free(process(p, Services(), ENV, MSG))
+
+
+def test_loop_free_filters_never_await() -> None:
+    """``loop_free = True`` is a promise about ``check``: no await, async for or async with."""
+    import inspect
+    import re
+
+    from rohrpost.registry import available, load_filter_class
+
+    marked = [load_filter_class(n) for n in available() if load_filter_class(n).loop_free]
+    assert {c.name for c in marked} >= {"headers", "received", "size", "rules"}
+    for cls in marked:
+        source = inspect.getsource(cls.check)
+        assert not re.search(r"\bawait\b|\basync\s+(for|with)\b", source), cls.name

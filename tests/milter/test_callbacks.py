@@ -270,3 +270,17 @@ def test_slow_stages_of_many_connections_overlap_on_one_loop(rig):
     elapsed = time.monotonic() - start
     assert results == [Milter.CONTINUE] * 20
     assert elapsed < 3.0, elapsed
+
+
+def test_only_stages_with_filters_go_to_the_loop(rig, monkeypatch):
+    """CONNECT, HELO, MAIL and RCPT without filters are not handed to the loop thread."""
+    eom = FnFilter(Stage.EOM, const(FilterResult()))
+    app = rig.app(("eom", eom))
+    calls = []
+    run = app.loop.run
+    monkeypatch.setattr(app.loop, "run", lambda coro, timeout: calls.append(1) or run(coro, timeout))
+    out = replay(rig.ctx(app), MSG, "alice@example.org", ["bob@example.net", "carol@example.net"])
+    assert out.eom == Milter.CONTINUE and out.mail == Milter.CONTINUE
+    assert out.rcpts == [Milter.CONTINUE, Milter.CONTINUE]
+    assert len(calls) == 1 and len(eom.calls) == 1
+    assert eom.calls[0].envelope.rcpts == ("bob@example.net", "carol@example.net")
