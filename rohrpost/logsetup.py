@@ -31,6 +31,48 @@ class _JsonFormatter(logging.Formatter):
 _HOLD_CAPACITY = 1000
 
 
+class _HeldHandler(logging.Handler):
+    """Keep records in memory and pass them to ``target`` on ``flush`` (and when closed).
+
+    Like ``logging.handlers.MemoryHandler`` but without importing ``logging.handlers`` (which
+    pulls in socket, pickle and queue: pipe-mode start-up cost). Past ``capacity`` records it
+    flushes early rather than grow without bound.
+    """
+
+    def __init__(self, capacity: int, target: logging.Handler) -> None:
+        super().__init__()
+        self.capacity = capacity
+        self.target = target
+        self.buffer: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Keep the record (flush when full)."""
+        self.buffer.append(record)
+        if len(self.buffer) >= self.capacity:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand every kept record to the target."""
+        with self.lock if self.lock is not None else _NoLock():
+            records, self.buffer = self.buffer, []
+        for record in records:
+            self.target.handle(record)
+        self.target.flush()
+
+    def close(self) -> None:
+        """Flush, then close (logging.shutdown at exit calls this)."""
+        self.flush()
+        super().close()
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
 def setup_logging(level: str = "info", target: str = "stderr", fmt: str = "text",
                   *, hold: bool = False) -> None:
     """Configure the ``rohrpost`` logger once per process (CLI entry points call this).
@@ -57,8 +99,7 @@ def setup_logging(level: str = "info", target: str = "stderr", fmt: str = "text"
                 "%(asctime)s rohrpost[%(process)d] %(levelname)s %(message)s"))
     handler.addFilter(_Defaults())
     if hold and isinstance(handler, logging.StreamHandler):
-        held = logging.handlers.MemoryHandler(_HOLD_CAPACITY, flushLevel=logging.CRITICAL + 1,
-                                              target=handler)
+        held = _HeldHandler(_HOLD_CAPACITY, handler)
         held.addFilter(_Defaults())
         handler = held
     logger.addHandler(handler)
@@ -68,5 +109,5 @@ def setup_logging(level: str = "info", target: str = "stderr", fmt: str = "text"
 def release_held() -> None:
     """Write the log lines held by ``setup_logging(hold=True)`` (no-op otherwise)."""
     for handler in logging.getLogger("rohrpost").handlers:
-        if isinstance(handler, logging.handlers.MemoryHandler):
+        if isinstance(handler, _HeldHandler):
             handler.flush()
