@@ -199,6 +199,8 @@ class Session:
     """One connection (milter, SMTP) or one piped message going through the pipeline.
 
     Connection-level results (CONNECT, HELO) survive ``new_message``; the rest is per message.
+    ``run_all`` (``rohrpost check --all``) runs every filter even after a final verdict, so an
+    admin sees what each filter says; the verdict is still the first one.
     """
 
     pipeline: Pipeline
@@ -207,6 +209,7 @@ class Session:
     runs: list[StepRun] = field(default_factory=list)
     verdict: Verdict | None = None
     rcpt_verdicts: dict[str, Verdict] = field(default_factory=dict)
+    run_all: bool = False
 
     def new_message(self) -> None:
         """Forget message-level results; keep what CONNECT and HELO found."""
@@ -230,7 +233,7 @@ class Session:
         At the RCPT stage a reject or tempfail applies to ``rcpt`` only and is recorded in
         ``rcpt_verdicts``; it is returned but does not end the message.
         """
-        if self.verdict is not None:
+        if self.verdict is not None and not self.run_all:
             return self.verdict
         ctx = self.context()
         for step in self.pipeline.steps:
@@ -244,11 +247,15 @@ class Session:
             if verdict is None:
                 continue
             if stage == Stage.RCPT and verdict.action in (Action.REJECT, Action.TEMPFAIL):
-                self.rcpt_verdicts[rcpt] = verdict
+                self.rcpt_verdicts.setdefault(rcpt, verdict)
+                if self.run_all:
+                    continue
                 return verdict
-            self.verdict = verdict
-            return verdict
-        return None
+            if self.verdict is None:
+                self.verdict = verdict
+            if not self.run_all:
+                return verdict
+        return self.verdict if self.run_all else None
 
     async def _run_one(self, step: Step, ctx: Context, mail: Mail) -> StepRun:
         start = time.perf_counter()

@@ -34,18 +34,21 @@ class Processed:
 
 
 async def process(pipeline: Pipeline, services: Services, envelope: Envelope,
-                  message: Message) -> Processed:
-    """Run every stage in SMTP order, decide, and apply the changes."""
+                  message: Message, *, run_all: bool = False) -> Processed:
+    """Run every stage in SMTP order, decide, and apply the changes.
+
+    ``run_all``: run every filter even after a final verdict (``rohrpost check --all``).
+    """
     start = time.perf_counter()
-    session = Session(pipeline, services, envelope)
+    session = Session(pipeline, services, envelope, run_all=run_all)
     verdict: Verdict | None = None
     for stage in (Stage.CONNECT, Stage.HELO, Stage.MAIL):
         verdict = await session.run_stage(stage)
-        if verdict is not None:
+        if verdict is not None and not run_all:
             break
-    if verdict is None and Stage.RCPT in pipeline.stages():
+    if (verdict is None or run_all) and Stage.RCPT in pipeline.stages():
         verdict = await _rcpt_stage(session)
-    if verdict is None:
+    if verdict is None or run_all:
         await session.run_stage(Stage.EOM, message)
     outcome = decide(pipeline.config, session.runs, message, session.verdict,
                      session.envelope.rcpts)
@@ -61,18 +64,19 @@ async def _rcpt_stage(session: Session) -> Verdict | None:
     rcpts = session.envelope.rcpts or ("",)
     for rcpt in rcpts:
         verdict = await session.run_stage(Stage.RCPT, rcpt=rcpt)
-        if session.verdict is not None:
+        if session.verdict is not None and not session.run_all:
             return session.verdict
         del verdict
     if not session.rcpt_verdicts:
-        return None
+        return session.verdict
     left = tuple(r for r in session.envelope.rcpts if r not in session.rcpt_verdicts)
     session.envelope = session.envelope.replace(rcpts=left)
     if left:
-        return None
+        return session.verdict
     verdicts = list(session.rcpt_verdicts.values())
     temp = [v for v in verdicts if v.action is Action.TEMPFAIL]
-    session.verdict = temp[0] if temp else verdicts[0]
+    if session.verdict is None:
+        session.verdict = temp[0] if temp else verdicts[0]
     return session.verdict
 
 

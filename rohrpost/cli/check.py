@@ -92,7 +92,7 @@ def render_table(data: dict[str, Any]) -> str:
 
 
 async def _check_all(config: Config, pipeline: Pipeline, files: tuple[str, ...],
-                     args: EnvelopeArgs) -> list[dict[str, Any]]:
+                     args: EnvelopeArgs, run_all: bool) -> list[dict[str, Any]]:
     from rohrpost.filter import Services
     from rohrpost.runner import process
     from rohrpost.services import make_services
@@ -106,7 +106,7 @@ async def _check_all(config: Config, pipeline: Pipeline, files: tuple[str, ...],
             with open(path, "rb") as fh:
                 message = Message(fh.read())
             envelope = envelope_for_pipe(args, {}, message)
-            done = await process(pipeline, services, envelope, message)
+            done = await process(pipeline, services, envelope, message, run_all=run_all)
             results.append(outcome_dict(path, done))
     finally:
         await pipeline.aclose()
@@ -117,9 +117,13 @@ async def _check_all(config: Config, pipeline: Pipeline, files: tuple[str, ...],
 @click.command("check")
 @config_option
 @envelope_options
-@click.option("--json", "as_json", is_flag=True, help="print JSON (one object per file) instead")
+@click.option("--json", "as_json", is_flag=True, help="print JSON (a list, one object per file)")
+@click.option("--all", "run_all", is_flag=True,
+              help="run every filter even after a final verdict (the final action stays the "
+                   "first verdict): see what each filter says, e.g. past greylisting")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-def check_cmd(config_path: str | None, as_json: bool, files: tuple[str, ...], **kwargs: Any) -> int:
+def check_cmd(config_path: str | None, as_json: bool, run_all: bool, files: tuple[str, ...],
+              **kwargs: Any) -> int:
     """Show what each filter finds in each FILE (symbols, scores, changes, final action).
 
     Changes nothing and delivers nothing; greylist and rate state are kept in memory only.
@@ -132,7 +136,7 @@ def check_cmd(config_path: str | None, as_json: bool, files: tuple[str, ...], **
             return EX_NOINPUT
     try:
         pipeline = Pipeline.build(config)
-        results = asyncio.run(_check_all(config, pipeline, files, args))
+        results = asyncio.run(_check_all(config, pipeline, files, args, run_all))
     except ConfigError as exc:
         click.echo(f"rohrpost check: configuration error: {exc}", err=True)
         return EX_CONFIG

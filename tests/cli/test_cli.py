@@ -285,3 +285,21 @@ def test_run_with_loop_free_filters_does_not_import_asyncio(config: str) -> None
     assert res.returncode == 0, res.stderr
     assert b"X-Newsletter: yes\n" in res.stdout
     assert res.stderr.splitlines()[-1] == b"False False"
+
+
+def test_check_all_shows_filters_past_a_final_verdict(config: str, tmp_path: Path) -> None:
+    f = tmp_path / "spammy-news.eml"
+    f.write_bytes(b"From: a@example.org\nSubject: buy now\nList-Id: <l>\n\nx\n")
+    cfg = Path(config)
+    cfg.write_text(cfg.read_text().replace('[[filter]]\nuse = "headers"',
+                                           '[[filter]]\nuse = "size"\nname = "tiny"\n'
+                                           'max_size = 10\n\n[[filter]]\nuse = "headers"'))
+    faithful = json.loads(rp("check", "-c", config, "--json", str(f)).stdout)[0]
+    assert faithful["reply"].startswith("552 5.3.4")
+    assert [x["name"] for x in faithful["filters"]] == ["tiny"]
+    everything = json.loads(rp("check", "-c", config, "--json", "--all", str(f)).stdout)[0]
+    assert everything["reply"].startswith("552 5.3.4")
+    names = [x["name"] for x in everything["filters"]]
+    assert names[0] == "tiny" and "rules" in names
+    rules = next(x for x in everything["filters"] if x["name"] == "rules")
+    assert rules["verdict"]["reply"] == "550 5.7.1 Blocked by local policy"

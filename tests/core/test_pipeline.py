@@ -193,3 +193,19 @@ def test_loop_free_filters_never_await() -> None:
     for cls in marked:
         source = inspect.getsource(cls.check)
         assert not re.search(r"\bawait\b|\basync\s+(for|with)\b", source), cls.name
+
+
+def test_run_all_runs_every_filter_but_keeps_the_first_verdict() -> None:
+    grey = Fixed(FilterResult(verdict=Verdict.of(Action.TEMPFAIL, "451 4.7.1 Greylisted")),
+                 Stage.RCPT)
+    later = Fixed(FilterResult(verdict=Verdict.of(Action.REJECT, "550 5.7.1 spam"),
+                               symbols=[Symbol("SPAMMY", 9.0)]))
+    last = Fixed(FilterResult(symbols=[Symbol("SEEN", 1.0)]))
+    p = make_pipeline([("grey", grey), ("spam", later), ("last", last)])
+    faithful = run(p).outcome
+    assert faithful.action is Action.TEMPFAIL
+    assert [r.name for r in faithful.runs] == ["grey", "grey"]
+    everything = asyncio.run(process(p, Services(), ENV, MSG, run_all=True)).outcome
+    assert str(everything.verdict.reply) == "451 4.7.1 Greylisted"
+    assert [r.name for r in everything.runs] == ["grey", "grey", "spam", "last"]
+    assert {s.name for s in everything.symbols} == {"SPAMMY", "SEEN"}
