@@ -69,7 +69,7 @@ def envelope_args(kwargs: dict[str, Any]) -> EnvelopeArgs:
 
 def fail(code: int, status: str, text: str) -> NoReturn:
     """Print ``STATUS text`` on stderr (pipe(8) reads the enhanced code) and exit ``code``."""
-    click.echo(f"{status} rohrpost: {text}", err=True)
+    click.echo(f"{status} rohrpost: {text}" if status else f"rohrpost: {text}", err=True)
     sys.exit(code)
 
 

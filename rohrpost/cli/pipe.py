@@ -223,9 +223,12 @@ def _print_list() -> None:
     from rohrpost.options import describe_options
     from rohrpost.registry import available, load_filter_class
 
-    for fname in available():
-        cls = load_filter_class(fname)
-        click.echo(f"{fname}  [{cls.stage.name.lower()}]  {cls.description}")
-        for opt, typ, default, help_text in describe_options(cls.Options):
-            line = f"    --{opt.replace('_', '-')} {typ} (default {default})"
-            click.echo(line + (f": {help_text}" if help_text else ""))
+    try:
+        for fname in available():
+            cls = load_filter_class(fname)
+            click.echo(f"{fname}  [{cls.stage.name.lower()}]  {cls.description}")
+            for opt, typ, default, help_text in describe_options(cls.Options):
+                line = f"    --{opt.replace('_', '-')} {typ} (default {default})"
+                click.echo(line + (f": {help_text}" if help_text else ""))
+    except BrokenPipeError:  # `rohrpost filter --list | head`: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -41,7 +41,7 @@ def list_cmd(config_path: str | None, as_json: bool) -> int:
     for e in entries:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.time))
         click.echo(f"{e.id}  {when}  from=<{e.mail_from}> to={','.join(e.rcpts)} "
-                   f"score={e.score:g} reason={e.reason!r} subject={e.subject!r}")
+                   f"score={e.score:g} reason=\"{e.reason}\" subject=\"{e.subject}\"")
     if not entries:
         click.echo("quarantine is empty")
     return 0
