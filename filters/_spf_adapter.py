@@ -78,10 +78,10 @@ def _lookup(
     try:
         answer = resolver.query_sync(key[0], key[1], timeout=max(float(timeout), 0.001))
     except DnsTempError as exc:
-        raise spf.TempError(f"DNS {exc}") from exc
+        raise spf.TempError(str(exc)) from exc
     except DnsPermError as exc:
         if key[1] in ("TXT", "SPF"):
-            raise spf.PermError(f"DNS {exc}") from exc
+            raise spf.PermError(str(exc)) from exc
         return []
     return _convert(key, answer.records)
 
