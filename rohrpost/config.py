@@ -148,6 +148,7 @@ class StateSection:
     url: str = "redis://127.0.0.1:6379/0"
     prefix: str = "rohrpost:"
     timeout: float = 2.0
+    synchronous: Literal["full", "normal"] = "full"  # SQLite only; "normal": not power-loss safe
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ def make_services(config: Config, clock: Callable[[], float] | None = None) -> S
 
             kw = {"clock": clock} if clock is not None else {}
             return MemoryStore(prefix=st.prefix, **kw)
-        table = {"backend": st.backend, "url": st.url, "prefix": st.prefix, "timeout": st.timeout}
+        table = {"backend": st.backend, "url": st.url, "prefix": st.prefix, "timeout": st.timeout,
+                 "synchronous": st.synchronous}
         if st.path:
             table["path"] = config.resolve_path(st.path)
         os.makedirs(config.var_dir, mode=0o700, exist_ok=True)

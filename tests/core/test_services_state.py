@@ -42,3 +42,23 @@ def test_memory_backend_is_the_memory_store(tmp_path: Path) -> None:
                           'backend = "memory"\n', str(tmp_path / "p.toml"))
     assert isinstance(make_services(config).store, MemoryStore)
     assert not (tmp_path / "var").exists()  # nothing written
+
+
+@pytest.mark.parametrize(("setting", "pragma"), [("", 2), ('synchronous = "full"\n', 2),
+                                                  ('synchronous = "normal"\n', 1)])
+def test_sqlite_synchronous_reaches_the_store(tmp_path: Path, setting: str, pragma: int) -> None:
+    # [state] synchronous goes from pipeline.toml through make_services to SQLite's PRAGMA
+    config = parse_config(f'[pipeline]\nvar_dir = "{tmp_path}/var"\n[state]\n' + setting,
+                          str(tmp_path / "p.toml"))
+    assert config.state.synchronous == (setting.split('"')[1] if setting else "full")
+    store = make_services(config).store
+    try:
+        assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == pragma  # type: ignore[attr-defined]
+    finally:
+        asyncio.run(store.close())
+
+
+def test_sqlite_synchronous_rejects_other_values(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="synchronous"):
+        parse_config(f'[pipeline]\nvar_dir = "{tmp_path}/var"\n[state]\nsynchronous = "off"\n',
+                     str(tmp_path / "p.toml"))
