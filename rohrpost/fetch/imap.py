@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from rohrpost.fetch.accounts import Account, FetchError
-from rohrpost.fetch.remote import RemoteMessage, data_pending, wait_readable
+from rohrpost.fetch.remote import RemoteMessage, data_pending, describe, wait_readable
 
 _FETCH_RE = re.compile(rb"UID (\d+)")
 _SIZE_RE = re.compile(rb"RFC822\.SIZE (\d+)")
@@ -252,15 +252,3 @@ class ImapMailbox:
         with contextlib.suppress(OSError):
             conn.shutdown()
         self.conn = None  # type: ignore[assignment]
-
-
-def describe(exc: BaseException) -> str:
-    """A short, password-free description of a connection or protocol error."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate not trusted ({exc.verify_message}); use --ca FILE or ca_file"
-    if isinstance(exc, TimeoutError | socket.timeout):
-        return "timed out"
-    text = exc.args[0] if exc.args else type(exc).__name__
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    return f"{type(exc).__name__}: {str(text)[:200]}"

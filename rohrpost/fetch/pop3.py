@@ -18,7 +18,7 @@ import ssl
 from typing import Any
 
 from rohrpost.fetch.accounts import Account, FetchError
-from rohrpost.fetch.remote import RemoteMessage, data_pending, safe_uid
+from rohrpost.fetch.remote import RemoteMessage, data_pending, describe, safe_uid
 
 _NUM = re.compile(rb"^(\d{1,9}) (\S{1,200})$")
 
@@ -109,16 +109,16 @@ class Pop3Mailbox:
         try:
             self.conn = self._connect(acct, context)
         except (OSError, poplib.error_proto, ssl.SSLError) as exc:
-            raise FetchError(f"POP3 {acct.label}: {_describe(exc)}") from None
+            raise FetchError(f"POP3 {acct.label}: {describe(exc)}") from None
         try:
             self.conn.user(acct.user)
             self.conn.pass_(password)
         except poplib.error_proto as exc:
             self.close()
-            raise FetchError(f"POP3 {acct.label}: login refused: {_describe(exc)}") from None
+            raise FetchError(f"POP3 {acct.label}: login refused: {describe(exc)}") from None
         except (OSError, ssl.SSLError) as exc:
             self.close()
-            raise FetchError(f"POP3 {acct.label}: {_describe(exc)}") from None
+            raise FetchError(f"POP3 {acct.label}: {describe(exc)}") from None
         except BaseException:
             self.close()
             raise
@@ -156,7 +156,7 @@ class Pop3Mailbox:
                 self.has_uidl = False
                 uids = {}
         except (OSError, poplib.error_proto) as exc:
-            raise FetchError(f"POP3 {self.acct.label}: {_describe(exc)}") from None
+            raise FetchError(f"POP3 {self.acct.label}: {describe(exc)}") from None
         out = []
         for num, size_text in sizes.items():
             if not size_text.isdigit() or len(size_text) > 15:
@@ -173,14 +173,14 @@ class Pop3Mailbox:
         try:
             return self.conn.retr_bounded(msg.ref, self.acct.max_message_size)
         except (OSError, poplib.error_proto) as exc:
-            raise FetchError(f"POP3 RETR {msg.ref}: {_describe(exc)}") from None
+            raise FetchError(f"POP3 RETR {msg.ref}: {describe(exc)}") from None
 
     def delete(self, msg: RemoteMessage) -> None:
         """DELE (the server removes it at QUIT)."""
         try:
             self.conn.dele(msg.ref)
         except (OSError, poplib.error_proto) as exc:
-            raise FetchError(f"POP3 DELE {msg.ref}: {_describe(exc)}") from None
+            raise FetchError(f"POP3 DELE {msg.ref}: {describe(exc)}") from None
 
     def end_folder(self, folder: str) -> None:
         """Nothing: POP3 deletes at QUIT."""
@@ -206,14 +206,3 @@ def _pairs(lines: list[bytes], what: str) -> list[tuple[str, str]]:
             raise FetchError(f"POP3 server sent a malformed {what} line {line[:60]!r}")
         out.append((found.group(1).decode(), found.group(2).decode("ascii", "replace")))
     return out
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate not trusted ({exc.verify_message}); use --ca FILE or ca_file"
-    if isinstance(exc, TimeoutError | socket.timeout):
-        return "timed out"
-    text = exc.args[0] if exc.args else type(exc).__name__
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    return f"{type(exc).__name__}: {str(text)[:200]}"

@@ -98,3 +98,15 @@ def wait_readable(sock: socket.socket, reader: Any, seconds: float) -> bool:
             return True
         if ready:  # TLS records without application data (session tickets): look again
             time.sleep(0.01)
+
+
+def describe(exc: BaseException) -> str:
+    """A short, password-free description of a connection or protocol error."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted ({exc.verify_message}); use --ca FILE or ca_file"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timed out"
+    text = exc.args[0] if exc.args else type(exc).__name__
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return f"{type(exc).__name__}: {str(text)[:200]}"
