@@ -15,32 +15,11 @@ from rohrpost.envelope import Envelope
 from rohrpost.message import Message
 from rohrpost.options import OptionError
 from rohrpost.result import Action
+from tests.support.contract import RULES_CONTRACT
 
 from .helpers import header_names, make_filter, message, run_filter, run_pipeline
 
-CONTRACT = r'''
-[[filter]]
-use = "rules"
-
-[[filter.rule]]
-name = "BLOCKED_SUBJECT"
-header = "Subject"
-regex = "(?i)buy now"
-action = "reject"
-message = "550 5.7.1 Blocked by local policy"
-
-[[filter.rule]]
-name = "NEWSLETTER"
-header = "List-Id"
-regex = "."
-score = 2.5
-add_header = { name = "X-Newsletter", value = "yes" }
-
-[[filter.rule]]
-name = "HOLD_FOR_REVIEW"
-envelope_from = "(?i)@partner\\.example$"
-action = "quarantine"
-'''
+CONTRACT = RULES_CONTRACT
 
 PLAIN = message("From: a@example.org", "To: b@example.net", "Subject: hello")
 

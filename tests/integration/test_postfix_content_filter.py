@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.contract import ARCHIVE_RULE, RULES_CONTRACT
 from tests.support.daemons import MailCatcher, PostfixInstance, free_port, wait_until
 from tests.support.fixtures_daemons import DaemonPool, PostfixFactory
 from tests.support.rohrpost_proc import RohrpostProcess
@@ -17,29 +18,7 @@ CONFIG = """
 [pipeline]
 authserv_id = "mx.test"
 var_dir = "var"
-
-[[filter]]
-use = "rules"
-
-[[filter.rule]]
-name = "BLOCKED_SUBJECT"
-header = "Subject"
-regex = "(?i)buy now"
-action = "reject"
-message = "550 5.7.1 Blocked by local policy"
-
-[[filter.rule]]
-name = "NEWSLETTER"
-header = "List-Id"
-regex = "."
-score = 2.5
-add_header = { name = "X-Newsletter", value = "yes" }
-
-[[filter.rule]]
-name = "ARCHIVE"
-header = "X-Archive"
-add_recipient = "archive@example.net"
-"""
+""" + RULES_CONTRACT + ARCHIVE_RULE
 
 
 def msg(subject: str, *extra: str) -> bytes:

@@ -1,7 +1,4 @@
-"""serve with the real ``rules`` filter (contract rules) and the Prometheus endpoint.
-
-
-"""
+"""serve with the real ``rules`` filter (contract rules) and the Prometheus endpoint."""
 
 import smtplib
 import urllib.request
@@ -9,38 +6,18 @@ import urllib.request
 import pytest
 from serve_support import free_port, lmtp_transaction, message
 
-CONTRACT = r'''
+from tests.support.contract import RULES_CONTRACT
+
+CONTRACT = """
 [pipeline]
 var_dir = "var"
 authserv_id = "mx.test"
-
-[[filter]]
-use = "rules"
-
-[[filter.rule]]
-name = "BLOCKED_SUBJECT"
-header = "Subject"
-regex = "(?i)buy now"
-action = "reject"
-message = "550 5.7.1 Blocked by local policy"
-
-[[filter.rule]]
-name = "NEWSLETTER"
-header = "List-Id"
-regex = "."
-score = 2.5
-add_header = { name = "X-Newsletter", value = "yes" }
-
-[[filter.rule]]
-name = "HOLD_FOR_REVIEW"
-envelope_from = "(?i)@partner\\.example$"
-action = "quarantine"
-
+""" + RULES_CONTRACT + """
 [[filter.rule]]
 name = "XFORWARDED_CLIENT"
 client_ip = ["192.0.2.0/24"]
 add_header = { name = "X-Seen-Client", value = "documentation net" }
-'''
+"""
 
 
 

@@ -1,0 +1,36 @@
+"""The issue's pipeline.toml contract for the `rules` filter, shared by the tests of every mode.
+
+`RULES_CONTRACT` is the `[[filter]]` table exactly as issue 2 writes it; `ARCHIVE_RULE` adds a
+recipient-adding rule the Postfix tests use.
+"""
+
+RULES_CONTRACT = r'''
+[[filter]]
+use = "rules"
+
+[[filter.rule]]
+name = "BLOCKED_SUBJECT"
+header = "Subject"
+regex = "(?i)buy now"
+action = "reject"
+message = "550 5.7.1 Blocked by local policy"
+
+[[filter.rule]]
+name = "NEWSLETTER"
+header = "List-Id"
+regex = "."
+score = 2.5
+add_header = { name = "X-Newsletter", value = "yes" }
+
+[[filter.rule]]
+name = "HOLD_FOR_REVIEW"
+envelope_from = "(?i)@partner\\.example$"
+action = "quarantine"
+'''
+
+ARCHIVE_RULE = '''
+[[filter.rule]]
+name = "ARCHIVE"
+header = "X-Archive"
+add_recipient = "archive@example.net"
+'''
