@@ -27,16 +27,12 @@ def make_services(config: Config, clock: Callable[[], float] | None = None) -> S
         from rohrpost.store import open_store
 
         st = config.state
-        if st.backend == "memory":  # [state] backend = "memory": this process only, no file
-            from rohrpost.store.memory import MemoryStore
-
-            kw = {"clock": clock} if clock is not None else {}
-            return MemoryStore(prefix=st.prefix, **kw)
         table = {"backend": st.backend, "url": st.url, "prefix": st.prefix, "timeout": st.timeout,
                  "synchronous": st.synchronous}
         if st.path:
             table["path"] = config.resolve_path(st.path)
-        os.makedirs(config.var_dir, mode=0o700, exist_ok=True)
+        if st.backend == "sqlite":  # memory and redis write nothing under var_dir
+            os.makedirs(config.var_dir, mode=0o700, exist_ok=True)
         kwargs = {"clock": clock} if clock is not None else {}
         return open_store(table, base_dir=config.var_dir, **kwargs)
 

@@ -18,6 +18,7 @@ import pytest
 
 from tests.spam import craft
 from tests.spam.helpers import SAMPLES, mail_with
+from tests.support.contract import spam_virus_contract
 from tests.support.daemons import EICAR, ClamdInstance, SpamdInstance, wait_until
 from tests.support.fixtures_daemons import DaemonPool
 
@@ -29,34 +30,8 @@ CLIENT = "192.0.2.10"  # TEST-NET-1, no reverse DNS: SpamAssassin gives a few po
 
 def contract(spamd_port: int, clamd_socket: str) -> str:
     """Issue 4's pipeline.toml (no greylist) plus attachments; @VAR@ is the stack's var_dir."""
-    return f"""
-[pipeline]
-hostname = "mx.rohrpost.test"
-authserv_id = "mx.rohrpost.test"
-var_dir = "@VAR@"
-
-[state]
-backend = "sqlite"
-
-[[filter]]
-use = "spamassassin"
-host = "127.0.0.1"
-port = {spamd_port}
-max_size = 512000
-
-[[filter]]
-use = "clamav"
-socket = "{clamd_socket}"
-action = "reject"
-on_error = "tempfail"
-
-[[filter]]
-use = "attachments"
-
-[actions]
-add_header = 5.0
-reject = 15.0
-"""
+    return ('[pipeline]\nhostname = "mx.rohrpost.test"\nauthserv_id = "mx.rohrpost.test"\n'
+            'var_dir = "@VAR@"\n' + spam_virus_contract(spamd_port, clamd_socket))
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,13 @@
 """`rohrpost milter` behind a real Postfix (Debian's package), on loopback, relaying to aiosmtpd.
 
-Runs the ``rules`` filter's contract; while the real ``rules`` filter is not in this branch the
-test-only ``probe-rules`` (same TOML contract) stands in, and both run once it exists.
+Runs the ``rules`` filter's contract (header rules only: the envelope rule is covered in pipe
+and serve mode) with the real ``rules`` filter, and again with the test-only ``probe-rules``,
+which also reports an authentication result, so the position of our Authentication-Results
+header relative to Postfix's own Received header is checked through the real MTA.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -53,9 +54,7 @@ regex = "."
 add_recipient = "archive@example.net"
 """
 
-FILTERS = ["probe-rules"]
-if importlib.util.find_spec("rohrpost.filters.rules") is not None:
-    FILTERS.append("rules")
+FILTERS = ["rules", "probe-rules"]
 
 
 def pipeline_toml(tmp: Path, use: str, extra: str = "") -> Path:
@@ -111,8 +110,7 @@ def test_newsletter_gets_header_and_result_headers(stack):
     if use == "probe-rules":
         # inserted at index 0: above Postfix's own Received header, folded as sent
         assert msg.headers[0].name == "Authentication-Results"
-        # (core: clean_header_value turns the "\n\t" fold of policy.authentication_results
-        # into " \t"; the milter passes the value on unchanged)
+        # folded by policy.authentication_results with ";\n\t": compare unfolded
         value = " ".join(msg.get("Authentication-Results").split())
         assert value == "mx.test; dkim=pass header.from=example.org"
         assert msg.headers[1].name == "Received" and b"Postfix" in msg.headers[1].raw

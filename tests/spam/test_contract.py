@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from rohrpost.cli import main
 from rohrpost.result import Action
+from tests.support.contract import spam_virus_contract
 from tests.support.daemons import EICAR, ClamdInstance, SpamdInstance, free_port
 
 from .helpers import SAMPLES, mail_with, run, symbols
@@ -17,29 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 def contract(spamd_port: int, clamd_socket: str) -> str:
-    return f"""
-[state]
-backend = "memory"
-
-[[filter]]
-use = "spamassassin"
-host = "127.0.0.1"
-port = {spamd_port}
-max_size = 512000
-
-[[filter]]
-use = "clamav"
-socket = "{clamd_socket}"
-action = "reject"
-on_error = "tempfail"
-
-[[filter]]
-use = "attachments"
-
-[actions]
-add_header = 5.0
-reject = 15.0
-"""
+    return spam_virus_contract(spamd_port, clamd_socket, backend="memory")
 
 
 def test_contract_config(spamd: SpamdInstance, clamd: ClamdInstance) -> None:

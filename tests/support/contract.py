@@ -34,3 +34,30 @@ name = "ARCHIVE"
 header = "X-Archive"
 add_recipient = "archive@example.net"
 '''
+
+
+def spam_virus_contract(spamd_port: int, clamd_socket: str, backend: str = "sqlite") -> str:
+    """Issue 4's pipeline.toml (without greylist, tested on its own) plus ``attachments``."""
+    return f"""
+[state]
+backend = "{backend}"
+
+[[filter]]
+use = "spamassassin"
+host = "127.0.0.1"
+port = {spamd_port}
+max_size = 512000
+
+[[filter]]
+use = "clamav"
+socket = "{clamd_socket}"
+action = "reject"
+on_error = "tempfail"
+
+[[filter]]
+use = "attachments"
+
+[actions]
+add_header = 5.0
+reject = 15.0
+"""

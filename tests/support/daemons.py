@@ -143,7 +143,28 @@ def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) ->
 
 
 class _Managed:
-    """Context-manager plumbing shared by all daemons: ``with X(...) as x:`` starts and stops."""
+    """Context-manager plumbing shared by all daemons: ``with X(...) as x:`` starts and stops.
+
+    Daemons with a ``log_file`` get ``log_text``; those with a ``proc`` get ``_alive`` (which
+    turns an early exit into a ``DaemonError`` carrying the log).
+    """
+
+    def log_text(self) -> str:
+        """The daemon's log so far ("" before it wrote one)."""
+        path: Path | None = getattr(self, "log_file", None)
+        if path is None:
+            return ""
+        try:
+            return path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def _alive(self) -> bool:
+        proc: subprocess.Popen[bytes] | None = getattr(self, "proc", None)
+        if proc is not None and proc.poll() is not None:
+            raise DaemonError(f"{type(self).__name__} exited with {proc.returncode}:\n"
+                              f"{self.log_text()}")
+        return True
 
     def start(self) -> None:
         raise NotImplementedError
@@ -612,13 +633,6 @@ class PostfixInstance(_Managed):
         """Wait until the queue is empty (everything delivered or bounced)."""
         wait_until(lambda: not self.queue_ids(), timeout, "Postfix queue to drain")
 
-    def log_text(self) -> str:
-        """The whole maillog of this instance so far."""
-        try:
-            return self.log_file.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
     def wait_log(self, needle: str, timeout: float = DEFAULT_TIMEOUT) -> str:
         """Wait until ``needle`` appears in the maillog; return the log text."""
         wait_until(lambda: needle in self.log_text(), timeout, f"{needle!r} in {self.log_file}")
@@ -815,13 +829,6 @@ class DovecotInstance(_Managed):
             self.proc.stderr.close()
         self.proc = None
 
-    def log_text(self) -> str:
-        """The Dovecot log so far."""
-        try:
-            return self.log_file.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
     def ssl_context(self) -> ssl.SSLContext:
         """A client TLS context that trusts exactly this instance's self-signed cert."""
         return ssl.create_default_context(cafile=str(self.cert_file))
@@ -966,18 +973,6 @@ class SpamdInstance(_Managed):
         wait_until(lambda: self._alive() and spamd_ping(self.port), 60.0,
                    f"spamd on port {self.port} (log: {self.log_file})", poll=0.1)
 
-    def _alive(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise DaemonError(f"spamd exited with {self.proc.returncode}:\n{self.log_text()}")
-        return True
-
-    def log_text(self) -> str:
-        """spamd's log so far."""
-        try:
-            return self.log_file.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
     def stop(self) -> None:
         """Stop spamd and its children (idempotent)."""
         stop_process(self.proc)
@@ -1073,18 +1068,6 @@ class ClamdInstance(_Managed):
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         wait_until(lambda: self._alive() and clamd_ping(self.port), 60.0,
                    f"clamd on port {self.port} (log: {self.log_file})", poll=0.1)
-
-    def _alive(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise DaemonError(f"clamd exited with {self.proc.returncode}:\n{self.log_text()}")
-        return True
-
-    def log_text(self) -> str:
-        """clamd's log so far."""
-        try:
-            return self.log_file.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
 
     def stop(self) -> None:
         """Stop clamd (idempotent)."""
