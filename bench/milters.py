@@ -1,7 +1,8 @@
 """Start the milters of a configuration: one factory per milter key.
 
 Each factory writes the tool's configuration (from :mod:`bench.tools`) into its own
-directory and returns a :class:`bench.services.Daemon` that listens on ``port``.
+directory and returns a :class:`bench.services.Daemon` that listens where ``listen`` says:
+a Unix socket in that directory (the default) or a loopback TCP port (``--transport inet``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from bench import configs, messages, tools
 from bench.services import Daemon, World, chown_tree, write_files
 from tests.support.daemons import DaemonError, free_port
 
+SOCKET_NAME = "milter.sock"
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -27,70 +30,67 @@ def rohrpost_argv() -> list[str]:
     code = ("import sys; sys.path.insert(0, sys.argv.pop(1)); from rohrpost.cli import main; "
             "main(prog_name='rohrpost')")
     return [sys.executable, "-c", code, str(REPO)]
-Factory = Callable[[World, int, configs.BenchConfig], Daemon]
+
+
+Cfg = configs.BenchConfig
+Factory = Callable[[World, Path, tools.Listen, Cfg], Daemon]
 
 
 def _opendkim(mode: str) -> Factory:
-    def make(world: World, port: int, _cfg: configs.BenchConfig) -> Daemon:
-        d = world.subdir(f"opendkim-{mode}-{port}")
+    def make(world: World, d: Path, listen: tools.Listen, _cfg: Cfg) -> Daemon:
         conf = d / "opendkim.conf"
-        conf.write_text(tools.opendkim_conf(d, port, mode, domain=messages.SENDER_DOMAIN,
+        conf.write_text(tools.opendkim_conf(d, listen, mode, domain=messages.SENDER_DOMAIN,
                                             selector="bench", key=world.key))
-        return Daemon("opendkim", ["opendkim", "-f", "-x", str(conf)], port, d)
+        return Daemon("opendkim", ["opendkim", "-f", "-x", str(conf)], listen, d)
     return make
 
 
 def _dkimpy(mode: str) -> Factory:
-    def make(world: World, port: int, _cfg: configs.BenchConfig) -> Daemon:
-        d = world.subdir(f"dkimpy-{mode}-{port}")
+    def make(world: World, d: Path, listen: tools.Listen, _cfg: Cfg) -> Daemon:
         conf = d / "dkimpy-milter.conf"
-        conf.write_text(tools.dkimpy_milter_conf(d, port, mode, domain=messages.SENDER_DOMAIN,
+        conf.write_text(tools.dkimpy_milter_conf(d, listen, mode, domain=messages.SENDER_DOMAIN,
                                                  selector="bench", key=world.key))
-        return Daemon("dkimpy-milter", ["dkimpy-milter", str(conf)], port, d)
+        return Daemon("dkimpy-milter", ["dkimpy-milter", str(conf)], listen, d)
     return make
 
 
-def _opendmarc(world: World, port: int, _cfg: configs.BenchConfig) -> Daemon:
-    d = world.subdir(f"opendmarc-{port}")
+def _opendmarc(world: World, d: Path, listen: tools.Listen, _cfg: Cfg) -> Daemon:
     (d / "ignore.hosts").write_text(tools.NOBODY_NET + "\n")
     conf = d / "opendmarc.conf"
-    conf.write_text(tools.opendmarc_conf(d, port))
+    conf.write_text(tools.opendmarc_conf(d, listen))
     chown_tree(d, "opendmarc")
-    return Daemon("opendmarc", ["opendmarc", "-f", "-c", str(conf)], port, d)
+    return Daemon("opendmarc", ["opendmarc", "-f", "-c", str(conf)], listen, d)
 
 
-def _pyspf(world: World, port: int, _cfg: configs.BenchConfig) -> Daemon:
-    d = world.subdir(f"pyspf-{port}")
+def _pyspf(world: World, d: Path, listen: tools.Listen, _cfg: Cfg) -> Daemon:
     conf = d / "pyspf-milter.conf"
-    conf.write_text(tools.pyspf_milter_conf(d, port))
-    return Daemon("pyspf-milter", ["pyspf-milter", str(conf)], port, d)
+    conf.write_text(tools.pyspf_milter_conf(d, listen))
+    chown_tree(d, "pyspf-milter")  # it drops privileges before creating its socket
+    return Daemon("pyspf-milter", ["pyspf-milter", str(conf)], listen, d)
 
 
-def _clamav_milter(world: World, port: int, _cfg: configs.BenchConfig) -> Daemon:
-    d = world.subdir(f"clamav-milter-{port}")
+def _clamav_milter(world: World, d: Path, listen: tools.Listen, _cfg: Cfg) -> Daemon:
     conf = d / "clamav-milter.conf"
-    conf.write_text(tools.clamav_milter_conf(d, port, world.backend_port("clamd")))
-    return Daemon("clamav-milter", ["clamav-milter", "-c", str(conf)], port, d)
+    conf.write_text(tools.clamav_milter_conf(d, listen, world.backend_port("clamd")))
+    return Daemon("clamav-milter", ["clamav-milter", "-c", str(conf)], listen, d)
 
 
-def _spamass(world: World, port: int, _cfg: configs.BenchConfig) -> Daemon:
-    d = world.subdir(f"spamass-{port}")
-    argv = tools.spamass_milter_argv(port, world.backend_port("spamd"), d / "spamass.pid")
-    return Daemon("spamass-milter", argv, port, d)
+def _spamass(world: World, d: Path, listen: tools.Listen, _cfg: Cfg) -> Daemon:
+    argv = tools.spamass_milter_argv(listen, world.backend_port("spamd"), d / "spamass.pid")
+    return Daemon("spamass-milter", argv, listen, d)
 
 
-def _rspamd(world: World, port: int, _cfg: configs.BenchConfig) -> Daemon:
-    d = world.subdir(f"rspamd-{port}")
+def _rspamd(world: World, d: Path, listen: tools.Listen, _cfg: Cfg) -> Daemon:
     conf, db, rundir = d / "local", d / "db", d / "run"
     for sub in (conf, db, rundir):
         sub.mkdir(mode=0o755, exist_ok=True)
     write_files(conf, tools.rspamd_local_files(
-        port, normal_port=free_port(), controller_port=free_port(),
+        listen, normal_port=free_port(), controller_port=free_port(),
         redis_port=world.backend_port("redis"), clamd_port=world.backend_port("clamd"),
         dbdir=db))
     chown_tree(d, "_rspamd")
     return Daemon("rspamd", tools.rspamd_argv(conf, db, rundir, rundir / "rspamd.pid"),
-                  port, d, timeout=90)
+                  listen, d, timeout=90)
 
 
 def rohrpost_missing(cfg: configs.BenchConfig) -> list[str]:
@@ -105,16 +105,15 @@ def rohrpost_missing(cfg: configs.BenchConfig) -> list[str]:
     return missing
 
 
-def _rohrpost(world: World, port: int, cfg: configs.BenchConfig) -> Daemon:
-    d = world.subdir(f"rohrpost-{cfg.key}")
+def _rohrpost(world: World, d: Path, listen: tools.Listen, cfg: Cfg) -> Daemon:
     clamd = world.backend_port("clamd") if "clamd" in cfg.backends else None
     spamd = world.backend_port("spamd") if "spamd" in cfg.backends else None
     conf = d / "pipeline.toml"
     conf.write_text(configs.render_rohrpost(cfg, d / "var", world.key, clamd_port=clamd,
                                             spamd_port=spamd, dns_port=world.dns_port))
     argv = [*rohrpost_argv(), "milter", "-c", str(conf),
-            "--socket", f"inet:{port}@127.0.0.1", "--workers", "2"]
-    return Daemon("rohrpost", argv, port, d, timeout=60)
+            "--socket", listen.milter, "--workers", "2"]
+    return Daemon("rohrpost", argv, listen, d, timeout=60)
 
 
 MILTERS: dict[str, Factory] = {
@@ -131,14 +130,23 @@ MILTERS: dict[str, Factory] = {
 }
 
 
-def start_milters(world: World, cfg: configs.BenchConfig) -> list[Daemon]:
+def listen_for(d: Path, transport: str) -> tools.Listen:
+    """Where a milter started in ``d`` listens: a Unix socket in ``d``, or a free port."""
+    if transport == "inet":
+        return tools.Listen(port=free_port())
+    return tools.Listen(path=d / SOCKET_NAME)
+
+
+def start_milters(world: World, cfg: configs.BenchConfig,
+                  transport: str = "unix") -> list[Daemon]:
     """Start the backends and milters of ``cfg``; stop what started if one fails."""
     for backend in cfg.backends:
         world.backend(backend)
     started: list[Daemon] = []
     try:
         for key in cfg.milters:
-            daemon = MILTERS[key](world, free_port(), cfg)
+            d = world.subdir(f"{cfg.key}/{key}")  # fresh per configuration: no stale pid files
+            daemon = MILTERS[key](world, d, listen_for(d, transport), cfg)
             daemon.start()
             started.append(daemon)
     except (DaemonError, OSError):

@@ -81,9 +81,9 @@ class Mta:
         self.postfix.stop()
         shutil.rmtree(self.postfix.dir, ignore_errors=True)
 
-    def use(self, milters: list[int]) -> None:
-        """Point ``smtpd_milters`` at these ports on 127.0.0.1 and reload Postfix."""
-        self.postfix.milters = [f"inet:127.0.0.1:{p}" for p in milters]
+    def use(self, milters: list[str]) -> None:
+        """Set ``smtpd_milters`` (``unix:PATH`` or ``inet:HOST:PORT``) and reload Postfix."""
+        self.postfix.milters = list(milters)
         self.postfix.reload()
         time.sleep(0.5)
 

@@ -28,6 +28,7 @@ class Options:
     mime_messages: int = 500  # 20-100 KB MIME messages per run
     runs: int = 3
     warmup: int = 40
+    transport: str = "unix"   # milter sockets: "unix" or "inet" (loopback TCP)
 
 
 @dataclass
@@ -105,7 +106,7 @@ def run_config(world: World, mta: Mta, work: Workloads, cfg: configs.BenchConfig
         result.error = "not available (" + ", ".join(m + " missing" for m in missing) + ")"
         return result
     try:
-        daemons = milters.start_milters(world, cfg)
+        daemons = milters.start_milters(world, cfg, opts.transport)
     except (DaemonError, OSError) as exc:
         result.error = f"could not start: {exc}"[:300]
         return result
@@ -113,7 +114,7 @@ def run_config(world: World, mta: Mta, work: Workloads, cfg: configs.BenchConfig
     plain_n = max(30, int(opts.messages * cfg.scale))
     mime_n = max(10, int(opts.mime_messages * cfg.scale))
     try:
-        mta.use([d.port for d in daemons])
+        mta.use([d.listen.postfix for d in daemons])
         warm = mta.run(work.pick(cfg.workload, False), opts.warmup, sessions)
         if warm.error:
             result.error = f"warm-up failed: {warm.error}"[:300]

@@ -32,13 +32,6 @@ SELECTOR = "bench"
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 
 
-def tcp_open(port: int) -> bool:
-    """True when something accepts TCP connections on 127.0.0.1:port."""
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1.0):
-        return True
-    return False
-
-
 def banner_ok(port: int, prefix: bytes) -> bool:
     """True when 127.0.0.1:port answers PING (clamd) with ``prefix``."""
     with socket.create_connection(("127.0.0.1", port), 2.0) as sock:
@@ -52,12 +45,17 @@ class Daemon:
 
     name: str
     argv: list[str]
-    port: int
+    listen: tools.Listen
     dir: Path
     ready: Callable[[], bool] | None = None
     timeout: float = 60.0
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def port(self) -> int:
+        """The TCP port (0 for a daemon on a Unix socket)."""
+        return self.listen.port
 
     @property
     def log(self) -> Path:
@@ -79,12 +77,14 @@ class Daemon:
             self.proc = subprocess.Popen(
                 self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, cwd=self.dir, env={**os.environ, **self.env})
-        check = self.ready or (lambda: tcp_open(self.port))
+        check = self.ready or self.listen.accepting
         try:
             wait_until(lambda: self._alive() and check(), self.timeout, f"{self.name} ready")
         except DaemonError as exc:
             self.stop()
             raise DaemonError(f"{exc}; log: {self.log_tail()}") from None
+        if self.listen.path is not None:  # Postfix's smtpd (user postfix) must connect
+            self.listen.path.chmod(0o666)
 
     def _alive(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
@@ -203,11 +203,12 @@ class World:
                                     capture_output=True).stdout.decode().strip()
             (db / "bench.ndb").write_text(f"Bench.EICAR:0:*:{hexsig}\n")
             (d / "clamd.conf").write_text(tools.clamd_conf(d, port, db))
-            daemon = Daemon("clamd", ["clamd", "-c", str(d / "clamd.conf")], port, d,
+            daemon = Daemon("clamd", ["clamd", "-c", str(d / "clamd.conf")],
+                            tools.Listen(port=port), d,
                             ready=lambda: banner_ok(port, b"PONG"))
         elif name == "spamd":
-            daemon = Daemon("spamd", tools.spamd_argv(port, d / "spamd.pid"), port, d,
-                            timeout=120)
+            daemon = Daemon("spamd", tools.spamd_argv(port, d / "spamd.pid"),
+                            tools.Listen(port=port), d, timeout=120)
         else:
             raise DaemonError(f"unknown backend {name}")
         daemon.start()

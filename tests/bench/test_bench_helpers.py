@@ -241,33 +241,33 @@ def _kv(text: str, sep: str = " ") -> dict[str, str]:
 
 
 def test_opendkim_sign_and_verify(tmp_path):
-    sign = _kv(tools.opendkim_conf(tmp_path, 1234, "s", domain="example.org", selector="b",
+    sign = _kv(tools.opendkim_conf(tmp_path, tools.Listen(port=1234), "s", domain="example.org", selector="b",
                                    key=tmp_path / "k"))
     assert sign["Socket"] == "inet:1234@127.0.0.1"
     assert (sign["Mode"], sign["Domain"], sign["Selector"]) == ("s", "example.org", "b")
     assert sign["Background"] == "false"
-    verify = _kv(tools.opendkim_conf(tmp_path, 1, "v", domain="d", selector="s", key=tmp_path))
+    verify = _kv(tools.opendkim_conf(tmp_path, tools.Listen(port=1), "v", domain="d", selector="s", key=tmp_path))
     assert verify["Mode"] == "v"
     assert "127.0.0.1" not in verify["InternalHosts"]  # loopback clients are verified
     assert "KeyFile" not in verify
 
 
 def test_dkimpy_milter_conf(tmp_path):
-    conf = _kv(tools.dkimpy_milter_conf(tmp_path, 99, "s", domain="example.org", selector="b",
+    conf = _kv(tools.dkimpy_milter_conf(tmp_path, tools.Listen(port=99), "s", domain="example.org", selector="b",
                                         key=tmp_path / "k"))
     assert conf["Socket"] == "inet:99@127.0.0.1"
     assert conf["KeyFile"] == str(tmp_path / "k")
 
 
 def test_opendmarc_conf_checks_loopback(tmp_path):
-    conf = _kv(tools.opendmarc_conf(tmp_path, 7))
-    assert conf["Socket"] == "inet:7@127.0.0.1"
+    conf = _kv(tools.opendmarc_conf(tmp_path, tools.Listen(path=tmp_path / "m.sock")))
+    assert conf["Socket"] == f"unix:{tmp_path}/m.sock"
     assert conf["IgnoreHosts"] == str(tmp_path / "ignore.hosts")
     assert conf["SPFSelfValidate"] == "true"
 
 
 def test_pyspf_milter_conf_checks_loopback(tmp_path):
-    conf = _kv(tools.pyspf_milter_conf(tmp_path, 8), sep=" = ")
+    conf = _kv(tools.pyspf_milter_conf(tmp_path, tools.Listen(port=8)), sep=" = ")
     assert conf["Socket"] == "inet:8@127.0.0.1"
     assert "127." not in conf["skip_addresses"]
     assert "127." not in conf["InternalHosts"]
@@ -278,13 +278,13 @@ def test_clamd_and_clamav_milter(tmp_path):
     clamd = _kv(tools.clamd_conf(tmp_path, 3310, tmp_path / "db"))
     assert (clamd["TCPAddr"], clamd["TCPSocket"], clamd["Foreground"]) == (
         "127.0.0.1", "3310", "true")
-    milter = _kv(tools.clamav_milter_conf(tmp_path, 5, 3310))
+    milter = _kv(tools.clamav_milter_conf(tmp_path, tools.Listen(path=Path("/s/m.sock")), 3310))
     assert milter["ClamdSocket"] == "tcp:127.0.0.1:3310"
-    assert milter["MilterSocket"] == "inet:5@127.0.0.1"
+    assert milter["MilterSocket"] == "unix:/s/m.sock"
 
 
 def test_spam_argv():
-    argv = tools.spamass_milter_argv(6, 783, Path("/x/p"))
+    argv = tools.spamass_milter_argv(tools.Listen(port=6), 783, Path("/x/p"))
     assert argv[:3] == ["spamass-milter", "-p", "inet:6@127.0.0.1"]
     assert argv[argv.index("--") + 1:] == ["-d", "127.0.0.1", "-p", "783"]
     spamd = tools.spamd_argv(783, Path("/x/pid"))
@@ -293,7 +293,7 @@ def test_spam_argv():
 
 
 def test_rspamd_files_loopback_and_checks(tmp_path):
-    files = tools.rspamd_local_files(11332, normal_port=1, controller_port=2, redis_port=3,
+    files = tools.rspamd_local_files(tools.Listen(port=11332), normal_port=1, controller_port=2, redis_port=3,
                                      clamd_port=4, dbdir=tmp_path)
     assert 'bind_socket = "127.0.0.1:11332"' in files["override.d/worker-proxy.inc"]
     assert "self_scan = yes" in files["override.d/worker-proxy.inc"]
@@ -303,6 +303,38 @@ def test_rspamd_files_loopback_and_checks(tmp_path):
         assert "check_local = true" in files[f"local.d/{module}.conf"]
     argv = tools.rspamd_argv(tmp_path, tmp_path, tmp_path, tmp_path / "pid")
     assert f"LOCAL_CONFDIR={tmp_path}" in argv
+
+
+def test_listen_spellings_unix_and_tcp(tmp_path):
+    unix = tools.Listen(path=tmp_path / "m.sock")
+    assert unix.milter == unix.postfix == f"unix:{tmp_path}/m.sock"
+    assert unix.rspamd == f"{tmp_path}/m.sock mode=0666"
+    tcp = tools.Listen(port=8891)
+    assert (tcp.milter, tcp.postfix, tcp.rspamd) == (
+        "inet:8891@127.0.0.1", "inet:127.0.0.1:8891", "127.0.0.1:8891")
+    files = tools.rspamd_local_files(unix, normal_port=1, controller_port=2, redis_port=3,
+                                     clamd_port=4, dbdir=tmp_path)
+    assert f'bind_socket = "{tmp_path}/m.sock mode=0666"' in files["override.d/worker-proxy.inc"]
+
+
+def test_listen_accepting_sees_a_unix_listener(tmp_path):
+    import socket
+
+    listen = tools.Listen(path=tmp_path / "m.sock")
+    assert not listen.accepting()
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(listen.path))
+        server.listen(1)
+        assert listen.accepting()
+    assert not tools.Listen(port=_closed_port()).accepting()
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def test_toml_value():
