@@ -177,6 +177,7 @@ class MilterSection:
     workers: int = 2
     timeout: float = 25.0  # below Postfix's milter_command_timeout (30 s)
     metrics: str = ""
+    engine: Literal["asyncio", "libmilter"] = "asyncio"  # docs/decisions.md
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,15 @@ from rohrpost.sysexits import EX_CONFIG
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="pre-forked worker processes sharing the socket; 0 = no fork "
                    "(default: [milter] workers)")
+@click.option("--engine", type=click.Choice(["asyncio", "libmilter"]), default=None,
+              help="asyncio: rohrpost speaks the milter protocol itself, one event loop per "
+                   "worker; libmilter: through pymilter, a thread per connection "
+                   "(default: [milter] engine)")
 @click.option("--metrics", "metrics_addr", metavar="HOST:PORT", default=None,
               help="serve Prometheus metrics at http://HOST:PORT/metrics (default: [milter] "
                    "metrics, empty = off)")
 def milter_cmd(config_path: str | None, socket_spec: str | None, workers: int | None,
-               metrics_addr: str | None) -> int:
+               engine: str | None, metrics_addr: str | None) -> int:
     """Serve the pipeline to Postfix as a milter (smtpd_milters = inet:PORT@HOST)."""
     # imported here so that other subcommands never load pymilter (lazy CLI, see cli/__init__)
     from rohrpost.logsetup import setup_logging
@@ -43,7 +47,8 @@ def milter_cmd(config_path: str | None, socket_spec: str | None, workers: int | 
     try:
         return serve(config, spec,
                      workers if workers is not None else milter_cfg.workers,
-                     metrics_addr if metrics_addr is not None else milter_cfg.metrics)
+                     metrics_addr if metrics_addr is not None else milter_cfg.metrics,
+                     engine=engine)
     except ConfigError as exc:
         fail(EX_CONFIG, "", f"configuration error: {exc}")
     except (SocketError, OSError) as exc:

@@ -1,7 +1,7 @@
 """The one module that imports pymilter (``Milter`` and the C module ``milter``).
 
-Owns the typed boundary to libmilter: ``Rc`` (callback return codes), ``Handler`` (what a
-connection implements, fully typed), ``Actions`` (the libmilter calls a handler may make),
+Owns the typed boundary to libmilter: ``Handler`` (what a connection implements, fully
+typed), ``Actions`` (the libmilter calls a handler may make, ``MilterActions`` over pymilter),
 ``Bridge`` (the ``Milter.Base`` subclass libmilter and pymilter's ``TestCtx`` drive) and the
 process-level calls ``register``, ``open_socket``, ``run_main`` and ``stop``. Nothing here
 knows about filters or the pipeline; nothing outside this module touches pymilter.
@@ -12,7 +12,6 @@ Python value here.
 
 from __future__ import annotations
 
-import enum
 import logging
 import socket
 from collections.abc import Callable
@@ -21,20 +20,13 @@ from typing import Any, Protocol
 import Milter
 import milter
 
+from rohrpost.milter.actions import GENERIC_TEMPFAIL, Rc
+
 log = logging.getLogger("rohrpost.milter")
 
-GENERIC_TEMPFAIL = ("451", "4.7.1", "Temporary local problem, please try again later")
-
-
-class Rc(enum.IntEnum):
-    """What a callback tells libmilter."""
-
-    CONTINUE = milter.CONTINUE
-    REJECT = milter.REJECT
-    DISCARD = milter.DISCARD
-    ACCEPT = milter.ACCEPT
-    TEMPFAIL = milter.TEMPFAIL
-    NOREPLY = milter.NOREPLY
+# rohrpost's Rc are libmilter's SMFIS_* codes; pymilter passes them through unchanged
+assert [int(r) for r in Rc] == [milter.CONTINUE, milter.REJECT, milter.DISCARD, milter.ACCEPT,
+                                milter.TEMPFAIL, milter.NOREPLY]
 
 
 # The actions rohrpost may ask for (smfi_* calls), negotiated per connection.

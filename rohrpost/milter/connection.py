@@ -1,14 +1,19 @@
-"""One milter connection: libmilter's callbacks turned into pipeline stages and verdicts.
+"""One milter connection: the MTA's commands turned into pipeline stages and verdicts.
 
 Owns ``MilterApp`` (what all connections of a worker process share: pipeline, services, the
-event loop, metrics, quarantine) and ``MilterConnection`` (the ``Handler`` for one SMTP
-connection). Stages run on the shared loop with a deadline; every failure becomes a generic
-tempfail, never an accept and never exception text for the client. The envelope is rebuilt at
-every MAIL FROM; what CONNECT and HELO found is kept for the whole connection.
+event loop, metrics, quarantine) and ``MilterConnection`` (one SMTP connection). The commands
+that run filters are coroutines (``a_connect`` ... ``a_eom``): the asyncio engine
+(``rohrpost.milter.aioengine``) awaits them on its loop; for libmilter's threads
+(``rohrpost.milter.adapter``) the ``on_*`` methods drive them in the calling thread, and a
+stage that runs filters is handed to the worker's loop thread and waited for. Either way each
+stage has a deadline and every failure becomes a generic tempfail, never an accept and never
+exception text for the client. The envelope is rebuilt at every MAIL FROM; what CONNECT and
+HELO found is kept for the whole connection.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Coroutine
@@ -19,7 +24,7 @@ from rohrpost.apply import apply_changes
 from rohrpost.envelope import Envelope, strip_brackets
 from rohrpost.filter import Services, Stage
 from rohrpost.message import Message
-from rohrpost.milter.adapter import GENERIC_TEMPFAIL, Actions, Rc
+from rohrpost.milter.actions import GENERIC_TEMPFAIL, MilterActions, Rc
 from rohrpost.milter.loop import LoopThread, StageTimeoutError
 from rohrpost.milter.mchanges import apply_via_milter
 from rohrpost.pipeline import LoopRequired, Pipeline, Session, run_loop_free
@@ -67,7 +72,7 @@ class MilterApp:
 
     pipeline: Pipeline
     services: Services
-    loop: LoopThread
+    loop: LoopThread | None  # libmilter's threads hand stages to it; None: asyncio engine
     timeout: float
     metrics: MetricsSink = field(default_factory=NoMetrics)
     stages: frozenset[Stage] = field(init=False)  # where filters run; the pipeline is fixed
@@ -93,7 +98,7 @@ INTERNAL_ERROR = _generic_tempfail()
 class MilterConnection:
     """The ``Handler`` for one SMTP connection (one instance per connection thread)."""
 
-    def __init__(self, actions: Actions, app: MilterApp) -> None:
+    def __init__(self, actions: MilterActions, app: MilterApp) -> None:
         self.actions = actions
         self.app = app
         self.session = Session(app.pipeline, app.services)
@@ -112,20 +117,26 @@ class MilterConnection:
         """Return the configuration."""
         return self.app.pipeline.config
 
-    def _stage(self, stage: Stage, coro: Coroutine[Any, Any, Verdict | None]) -> Verdict | None:
-        """Run one stage on the loop with the [milter] deadline; failures become tempfail.
+    async def _stage(self, stage: Stage,
+                     coro: Coroutine[Any, Any, Verdict | None]) -> Verdict | None:
+        """Run one stage with the [milter] deadline; failures become tempfail.
 
         A stage at which no filter runs only returns the session's verdict so far: it is
-        driven right here instead of being handed to the loop thread and waited for (four
-        thread round trips per message saved when every filter runs at end of message).
+        driven right here, never scheduled (with libmilter: no thread round trip to the
+        loop, four per message saved when every filter runs at end of message). With
+        libmilter a stage that runs filters goes to the loop thread and this thread blocks
+        on it; with the asyncio engine it is awaited in the connection's task.
         """
         try:
             if stage not in self.app.stages:
                 return run_loop_free(coro)
-            return self.app.loop.run(coro, self.app.timeout)
-        except LoopRequired:  # cannot happen without filters; never let it reach libmilter
+            if self.app.loop is not None:
+                return self.app.loop.run(coro, self.app.timeout)
+            async with asyncio.timeout(self.app.timeout):
+                return await coro
+        except LoopRequired:  # cannot happen without filters; never let it reach the MTA
             log.exception("%s stage failed: tempfail", self.session.envelope.queue_id or "-")
-        except StageTimeoutError:
+        except (StageTimeoutError, TimeoutError):
             log.warning("%s stage timed out after %gs: tempfail",
                         self.session.envelope.queue_id or "-", self.app.timeout)
         except Exception:
@@ -159,8 +170,29 @@ class MilterConnection:
         self.app.metrics.observe_message(outcome.action.value)
         self._pending = False
 
-    # -- callbacks
+    # -- libmilter's callbacks (its threads): the coroutines below, driven right here
     def on_connect(self, hostname: str, address: str) -> Rc:
+        """Remember the client; run CONNECT filters."""
+        return run_loop_free(self.a_connect(hostname, address))
+
+    def on_helo(self, name: str) -> Rc:
+        """Remember HELO; run HELO filters."""
+        return run_loop_free(self.a_helo(name))
+
+    def on_mail(self, sender: str, params: list[str]) -> Rc:
+        """Start a new message; run MAIL filters."""
+        return run_loop_free(self.a_mail(sender, params))
+
+    def on_rcpt(self, rcpt: str, params: list[str]) -> Rc:
+        """Run RCPT filters for this recipient."""
+        return run_loop_free(self.a_rcpt(rcpt, params))
+
+    def on_eom(self) -> Rc:
+        """Run EOM filters, decide, answer."""
+        return run_loop_free(self.a_eom())
+
+    # -- the commands that run filters
+    async def a_connect(self, hostname: str, address: str) -> Rc:
         """Remember the client; run CONNECT filters."""
         self.app.metrics.connection(+1)
         self._counted = True
@@ -168,14 +200,15 @@ class MilterConnection:
             self._hidden = 1
         self.session.envelope = Envelope(client_ip=address, client_name=hostname,
                                          sources={"client": "milter"})
-        return self._early(self._stage(Stage.CONNECT, self.session.run_stage(Stage.CONNECT)))
+        return self._early(
+            await self._stage(Stage.CONNECT, self.session.run_stage(Stage.CONNECT)))
 
-    def on_helo(self, name: str) -> Rc:
+    async def a_helo(self, name: str) -> Rc:
         """Remember HELO; run HELO filters."""
         self.session.envelope = self.session.envelope.replace(helo=name)
-        return self._early(self._stage(Stage.HELO, self.session.run_stage(Stage.HELO)))
+        return self._early(await self._stage(Stage.HELO, self.session.run_stage(Stage.HELO)))
 
-    def on_mail(self, sender: str, params: list[str]) -> Rc:
+    async def a_mail(self, sender: str, params: list[str]) -> Rc:
         """Start a new message: fresh envelope (connection facts kept); run MAIL filters."""
         self._finish_pending()
         self.session.new_message()
@@ -189,13 +222,14 @@ class MilterConnection:
         self.session.envelope = self.session.envelope.replace(
             mail_from=strip_brackets(sender), mail_params=tuple(params), rcpts=(),
             auth_user=get("{auth_authen}"), tls=tls, queue_id=get("i"), macros=macros)
-        return self._early(self._stage(Stage.MAIL, self.session.run_stage(Stage.MAIL)))
+        return self._early(await self._stage(Stage.MAIL, self.session.run_stage(Stage.MAIL)))
 
-    def on_rcpt(self, rcpt: str, params: list[str]) -> Rc:
+    async def a_rcpt(self, rcpt: str, params: list[str]) -> Rc:
         """Run RCPT filters for this recipient; a reject or tempfail refuses it alone."""
         del params
         address = strip_brackets(rcpt)
-        verdict = self._stage(Stage.RCPT, self.session.run_stage(Stage.RCPT, rcpt=address))
+        verdict = await self._stage(Stage.RCPT,
+                                    self.session.run_stage(Stage.RCPT, rcpt=address))
         if verdict is not None and verdict.action in (Action.REJECT, Action.TEMPFAIL):
             self.session.rcpt_verdicts[address] = verdict
             return self._refuse(verdict)
@@ -225,7 +259,7 @@ class MilterConnection:
             self._body += chunk
         return Rc.CONTINUE
 
-    def on_eom(self) -> Rc:
+    async def a_eom(self) -> Rc:
         """Run EOM filters, decide, and answer with the verdict and the changes."""
         env = self.session.envelope
         if not env.queue_id and (qid := self.actions.getsymval("i")):
@@ -235,7 +269,7 @@ class MilterConnection:
             self._log(decide(self.config, self.session.runs, None, verdict))
             return self._refuse(verdict)
         message = Message(b"".join(self._headers) + b"\r\n" + bytes(self._body))
-        result = self._stage(Stage.EOM, self.session.run_stage(Stage.EOM, message))
+        result = await self._stage(Stage.EOM, self.session.run_stage(Stage.EOM, message))
         if result is INTERNAL_ERROR:  # a crash or the stage deadline
             self.session.verdict = result
         outcome = decide(self.config, self.session.runs, message, self.session.verdict,

@@ -21,7 +21,7 @@ from rohrpost.changes import (
     InsertHeader,
     ReplaceBody,
 )
-from rohrpost.milter.adapter import Actions
+from rohrpost.milter.actions import MilterActions
 
 BODY_CHUNK = 65536
 
@@ -37,7 +37,7 @@ def milter_value(name: str, value: str, leading_space: bool) -> str:
     return text if leading_space else text.removeprefix(" ")
 
 
-def apply_via_milter(actions: Actions, rcpts: Sequence[str], changes: Sequence[Change], *,
+def apply_via_milter(actions: MilterActions, rcpts: Sequence[str], changes: Sequence[Change], *,
                      hidden_headers: int = 0) -> None:
     """Send ``changes`` to the MTA in order. Call only from the end-of-message callback.
 

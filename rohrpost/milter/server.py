@@ -1,15 +1,17 @@
 """The milter daemon: one listening socket, pre-forked workers, a supervising parent.
 
 Owns ``SocketSpec`` (parsing ``inet:PORT@HOST``/``inet6:...``/``unix:PATH``), ``serve`` and
-the worker's main. How the processes share the work:
+the workers' mains for both engines (``[milter] engine``). How the processes share the work:
 
-* The parent registers the callbacks and opens the socket with libmilter's
-  ``smfi_opensocket`` before forking: libmilter keeps the listening descriptor and
-  ``smfi_main`` in each child reuses it instead of opening its own, so all workers accept on
-  the one socket Postfix knows (one ``smtpd_milters`` entry). The kernel hands each new
-  connection to one of them.
-* Each worker runs its own libmilter main loop (one thread per connection) and one asyncio
-  loop in a background thread on which every stage runs, so slow DNS or scanners overlap.
+* The parent opens the listening socket before forking, so all workers accept on the one
+  socket Postfix knows (one ``smtpd_milters`` entry); the kernel hands each new connection to
+  one of them. With the ``asyncio`` engine (the default) it is a plain socket; with
+  ``libmilter`` the parent registers the callbacks and opens it with ``smfi_opensocket``, and
+  ``smfi_main`` in each child reuses that descriptor.
+* An ``asyncio`` worker runs one event loop that speaks the milter protocol itself
+  (``rohrpost.milter.aioengine``) and runs every stage on it. A ``libmilter`` worker runs
+  libmilter's main loop (one thread per connection) and one asyncio loop in a background
+  thread to which each stage is handed. Either way slow DNS or scanners overlap.
 * The parent only supervises: it restarts a worker that died, forwards SIGTERM/SIGINT/SIGHUP,
   kills workers that do not stop within ``STOP_GRACE`` seconds, and removes a Unix socket when
   it is done. It owns the metrics endpoint, fed by the workers through a pipe.
@@ -23,15 +25,14 @@ import logging
 import os
 import re
 import signal
+import socket
 import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from rohrpost.config import Config
-from rohrpost.milter import adapter
-from rohrpost.milter.connection import MetricsSink, MilterApp, MilterConnection, NoMetrics
-from rohrpost.milter.loop import LoopThread
+from rohrpost.milter.connection import MetricsSink, MilterApp, NoMetrics
 from rohrpost.milter.metricspipe import PipeReader, PipeSink
 from rohrpost.pipeline import Pipeline
 
@@ -39,6 +40,10 @@ log = logging.getLogger("rohrpost.milter")
 
 STOP_GRACE = 15.0
 RESTART_PAUSE = 1.0
+#: How long libmilter waits on a silent MTA connection (its own default): longer than an
+#: SMTP client may idle between commands, so a slow client never loses the milter.
+IDLE_TIMEOUT = 7210
+ENGINES = ("asyncio", "libmilter")
 _SOCKET_RE = re.compile(r"^(inet|inet6):(\d{1,5})(?:@(.+))?$")
 _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -78,38 +83,110 @@ class SocketSpec:
         return f"{self.family}:{self.port}" + (f"@{self.host}" if self.host else "")
 
 
-def open_listener(spec: SocketSpec, timeout: float) -> None:
-    """Open the listening socket in this (parent) process; a Unix socket gets mode 0660.
+def _check_unix_path(path: str) -> None:
+    if os.path.lexists(path) and not stat.S_ISSOCK(os.lstat(path).st_mode):
+        raise SocketError(f"{path} exists and is not a socket; not removing it")
+
+
+def open_libmilter_listener(spec: SocketSpec) -> None:
+    """Open libmilter's listening socket in this (parent) process; Unix sockets get 0660.
 
     :raises SocketError: when libmilter cannot listen there.
     """
+    from rohrpost.milter import adapter
+
     try:
-        _open(spec, timeout)
+        if spec.family != "unix":
+            adapter.open_socket(str(spec), IDLE_TIMEOUT)
+            return
+        _check_unix_path(spec.path)
+        old = os.umask(0o117)  # never world-writable, not even for a moment
+        try:
+            adapter.open_socket(str(spec), IDLE_TIMEOUT)  # removes a stale socket first
+        finally:
+            os.umask(old)
+        os.chmod(spec.path, 0o660)
     except adapter.MilterError as exc:
         raise SocketError(f"cannot listen on {spec}: {exc}") from None
 
 
-def _open(spec: SocketSpec, timeout: float) -> None:
-    if spec.family != "unix":
-        adapter.open_socket(str(spec), int(timeout))
-        return
-    if os.path.lexists(spec.path) and not stat.S_ISSOCK(os.lstat(spec.path).st_mode):
-        raise SocketError(f"{spec.path} exists and is not a socket; not removing it")
-    old = os.umask(0o117)  # never world-writable, not even for a moment
+def open_listener(spec: SocketSpec, backlog: int = 128) -> socket.socket:
+    """Open a listening socket for the asyncio engine; a Unix socket gets mode 0660.
+
+    ``inet:PORT`` without a host listens on every IPv4 address, as libmilter does.
+
+    :raises SocketError: when nothing can listen there.
+    """
     try:
-        adapter.open_socket(str(spec), int(timeout))  # removes a stale socket first
-    finally:
-        os.umask(old)
-    os.chmod(spec.path, 0o660)
+        if spec.family == "unix":
+            _check_unix_path(spec.path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(spec.path)  # a stale socket of an earlier run
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            old = os.umask(0o117)  # never world-writable, not even for a moment
+            try:
+                sock.bind(spec.path)
+            finally:
+                os.umask(old)
+            os.chmod(spec.path, 0o660)
+        else:
+            family = socket.AF_INET6 if spec.family == "inet6" else socket.AF_INET
+            host = spec.host or ("::" if family == socket.AF_INET6 else "0.0.0.0")  # noqa: S104
+            info = socket.getaddrinfo(host, spec.port, family, socket.SOCK_STREAM)
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(info[0][4])
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError as exc:
+        raise SocketError(f"cannot listen on {spec}: {exc}") from None
+    return sock
 
 
-def worker_main(config: Config, timeout: float, sink: MetricsSink,
-                holder: list[MilterApp], pipeline: Pipeline | None = None) -> int:
-    """Run a worker: its own loop and services, then libmilter's main loop.
+def aio_worker_main(config: Config, sock: socket.socket, sink: MetricsSink,
+                    pipeline: Pipeline | None = None) -> int:
+    """Run an asyncio-engine worker until SIGTERM: its services and loop, on ``sock``.
 
     ``pipeline`` is the one the parent built before forking (filters' keys, lists and the
     public suffix list already loaded, shared copy-on-write); ``None`` builds it here.
     """
+    import asyncio
+
+    from rohrpost.milter.aioengine import serve_forever
+    from rohrpost.services import make_services
+
+    # a SIGTERM before the loop handles signals must still stop this worker cleanly
+    early: list[int] = []
+    for sig in _SIGNALS:
+        signal.signal(sig, lambda signum, _frame: early.append(signum))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+    built = pipeline if pipeline is not None else Pipeline.build(config)
+
+    async def main() -> None:
+        services = make_services(config)
+        app = MilterApp(built, services, None, config.milter.timeout, sink)
+        try:
+            await serve_forever(app, sock, idle_timeout=float(IDLE_TIMEOUT),
+                                ready=lambda: log.info("milter worker %d ready", os.getpid()),
+                                stop_requested=lambda: bool(early))
+        finally:
+            await built.aclose()
+            await services.aclose()
+
+    asyncio.run(main())
+    log.info("milter worker %d stopped", os.getpid())
+    return 0
+
+
+def worker_main(config: Config, timeout: float, sink: MetricsSink,
+                holder: list[MilterApp], pipeline: Pipeline | None = None) -> int:
+    """Run a libmilter-engine worker: its own loop and services, then libmilter's main loop.
+
+    ``pipeline`` is the one the parent built before forking (filters' keys, lists and the
+    public suffix list already loaded, shared copy-on-write); ``None`` builds it here.
+    """
+    from rohrpost.milter import adapter
+    from rohrpost.milter.loop import LoopThread
     from rohrpost.services import make_services
 
     # libmilter's signal thread sigwait()s for these; every other thread must block them,
@@ -136,16 +213,20 @@ def worker_main(config: Config, timeout: float, sink: MetricsSink,
     return 0
 
 
-def serve(config: Config, socket_spec: str, workers: int, metrics_addr: str = "",
-          name: str = "rohrpost") -> int:
-    """Run the milter until SIGTERM; ``workers`` = 0 runs it in this process without forking."""
+def serve(config: Config, socket_spec: str, workers: int, metrics_addr: str = "", *,
+          name: str = "rohrpost", engine: str | None = None) -> int:
+    """Run the milter until SIGTERM; ``workers`` = 0 runs it in this process without forking.
+
+    ``engine`` is ``"asyncio"`` or ``"libmilter"`` (default: ``[milter] engine``).
+    """
     spec = SocketSpec.parse(socket_spec)
-    timeout = config.milter.timeout
+    engine = engine or config.milter.engine
+    if engine not in ENGINES:
+        raise SocketError(f"unknown milter engine {engine!r}: use asyncio or libmilter")
     pipeline = Pipeline.build(config)  # fails early on a bad configuration, before listening
-    holder: list[MilterApp] = []
-    adapter.register(name, lambda actions: MilterConnection(actions, holder[-1]))
-    open_listener(spec, timeout)
-    log.info("milter listening on %s with %d worker(s)", spec, workers)
+    run_worker = _libmilter_worker(config, spec, name, pipeline) if engine == "libmilter" \
+        else _asyncio_worker(config, spec, pipeline)
+    log.info("milter listening on %s with %d worker(s), %s engine", spec, workers, engine)
     stop_metrics: Callable[[], None] | None = None
     try:
         if workers <= 0:
@@ -156,14 +237,31 @@ def serve(config: Config, socket_spec: str, workers: int, metrics_addr: str = ""
                 registry = Metrics()
                 sink = registry
                 stop_metrics = serve_metrics(registry, *_host_port(metrics_addr))
-            return worker_main(config, timeout, sink, holder, pipeline)
-        return _supervise(config, workers, timeout, metrics_addr, holder, pipeline=pipeline)
+            return run_worker(sink)
+        return _supervise(workers, metrics_addr, run_worker)
     finally:
         if stop_metrics is not None:
             stop_metrics()
         if spec.family == "unix":
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(spec.path)
+
+
+def _libmilter_worker(config: Config, spec: SocketSpec, name: str,
+                      pipeline: Pipeline) -> Callable[[MetricsSink], int]:
+    from rohrpost.milter import adapter
+    from rohrpost.milter.connection import MilterConnection
+
+    holder: list[MilterApp] = []
+    adapter.register(name, lambda actions: MilterConnection(actions, holder[-1]))
+    open_libmilter_listener(spec)
+    return lambda sink: worker_main(config, config.milter.timeout, sink, holder, pipeline)
+
+
+def _asyncio_worker(config: Config, spec: SocketSpec,
+                    pipeline: Pipeline) -> Callable[[MetricsSink], int]:
+    sock = open_listener(spec)
+    return lambda sink: aio_worker_main(config, sock, sink, pipeline)
 
 
 def _host_port(addr: str) -> tuple[str, int]:
@@ -173,8 +271,8 @@ def _host_port(addr: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def _supervise(config: Config, workers: int, timeout: float, metrics_addr: str,
-               holder: list[MilterApp], *, pipeline: Pipeline) -> int:
+def _supervise(workers: int, metrics_addr: str,
+               run_worker: Callable[[MetricsSink], int]) -> int:
     read_fd = write_fd = -1
     if metrics_addr:
         read_fd, write_fd = os.pipe()
@@ -191,7 +289,7 @@ def _supervise(config: Config, workers: int, timeout: float, metrics_addr: str,
                 if read_fd >= 0:
                     os.close(read_fd)
                 sink = PipeSink(write_fd) if write_fd >= 0 else NoMetrics()
-                code = worker_main(config, timeout, sink, holder, pipeline)
+                code = run_worker(sink)
             except BaseException:
                 log.exception("milter worker %d (slot %d) crashed", os.getpid(), slot)
             finally:

@@ -187,14 +187,17 @@ def send(port: int, mail_from: str, rcpts: list[str], data: bytes) -> tuple[int,
 class MilterProcess:
     """``rohrpost milter`` (through tests/milter/launch.py) as a subprocess."""
 
-    def __init__(self, config: Path, port: int, workers: int = 2, metrics: str = "") -> None:
+    def __init__(self, config: Path, port: int, workers: int = 2, metrics: str = "",
+                 engine: str = "asyncio") -> None:
         self.config, self.port, self.workers, self.metrics = config, port, workers, metrics
+        self.engine = engine
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = config.parent / f"milter-{port}.log"
 
     def start(self) -> MilterProcess:
         cmd = [sys.executable, str(HERE / "launch.py"), "milter", "-c", str(self.config),
-               "--socket", f"inet:{self.port}@127.0.0.1", "--workers", str(self.workers)]
+               "--socket", f"inet:{self.port}@127.0.0.1", "--workers", str(self.workers),
+               "--engine", self.engine]
         if self.metrics:
             cmd += ["--metrics", self.metrics]
         log = open(self.log_path, "ab")

@@ -55,6 +55,7 @@ add_recipient = "archive@example.net"
 """
 
 FILTERS = ["rules", "probe-rules"]
+ENGINES = ["asyncio", "libmilter"]
 
 
 def pipeline_toml(tmp: Path, use: str, extra: str = "") -> Path:
@@ -71,14 +72,16 @@ def message(subject: str, *extra: str) -> bytes:
     return ("\r\n".join(head) + "\r\n\r\nhello\r\n").encode()
 
 
-@pytest.fixture(scope="module", params=FILTERS)
+@pytest.fixture(scope="module", params=[(f, e) for e in ENGINES for f in FILTERS],
+                ids=lambda p: f"{p[0]}-{p[1]}")
 def stack(request, tmp_path_factory):
+    use, engine = request.param
     tmp = tmp_path_factory.mktemp("milter")
     catcher = Catcher().start()
     port = free_port()
-    milter = MilterProcess(pipeline_toml(tmp, request.param), port, workers=2).start()
+    milter = MilterProcess(pipeline_toml(tmp, use), port, workers=2, engine=engine).start()
     postfix = Postfix(catcher.port, f"inet:127.0.0.1:{port}").start()
-    yield request.param, catcher, milter, postfix
+    yield use, catcher, milter, postfix
     postfix.stop()
     milter.stop()
     catcher.stop()
@@ -195,8 +198,8 @@ CHANGES = ["insert:X-Ins1:1:one", "insert:X-Ins3:3:three", "change:Received:1:ch
            "insert:X-Top:0:top", "change:X-Missing:2:added"]
 
 
-@pytest.fixture(scope="module")
-def changes_stack(tmp_path_factory):
+@pytest.fixture(scope="module", params=ENGINES)
+def changes_stack(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("milter-changes")
     (tmp / "dump").mkdir()
     toml = (f'[pipeline]\nvar_dir = "{tmp}/var"\nhostname = "mx.test"\nstatus_header = false\n'
@@ -205,7 +208,7 @@ def changes_stack(tmp_path_factory):
     (tmp / "pipeline.toml").write_text(toml)
     catcher = Catcher().start()
     port = free_port()
-    milter = MilterProcess(tmp / "pipeline.toml", port, workers=1).start()
+    milter = MilterProcess(tmp / "pipeline.toml", port, workers=1, engine=request.param).start()
     postfix = Postfix(catcher.port, f"inet:127.0.0.1:{port}").start()
     yield tmp, catcher, postfix
     postfix.stop()
@@ -232,7 +235,8 @@ def test_header_changes_on_postfix_match_apply_changes(changes_stack):
     assert delivered.headers[0].name == "X-Top" and delivered.headers[1] is own[0]
 
 
-def test_unix_socket_mode_stale_removal_and_clean_stop(tmp_path):
+@pytest.mark.parametrize("engine", ["asyncio", "libmilter"])
+def test_unix_socket_mode_stale_removal_and_clean_stop(tmp_path, engine):
     sock_dir = Path(f"/tmp/rp-milter-sock-{os.getpid()}")
     sock_dir.mkdir(exist_ok=True)
     path = sock_dir / "milter.sock"
@@ -240,10 +244,13 @@ def test_unix_socket_mode_stale_removal_and_clean_stop(tmp_path):
     stale.bind(str(path))
     stale.close()  # a stale socket file: nobody listens
     config = pipeline_toml(tmp_path, "probe-rules")
-    proc = subprocess.Popen([os.sys.executable, str(Path(__file__).parent / "launch.py"), "milter",
-                             "-c", str(config), "--socket", f"unix:{path}", "--workers", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    log_path = tmp_path / "milter.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen([os.sys.executable, str(Path(__file__).parent / "launch.py"),
+                                 "milter", "-c", str(config), "--socket", f"unix:{path}",
+                                 "--workers", "2", "--engine", engine],
+                                stdout=log_file, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
     try:
         def listening() -> bool:
             with socket.socket(socket.AF_UNIX) as s:
@@ -254,19 +261,20 @@ def test_unix_socket_mode_stale_removal_and_clean_stop(tmp_path):
                 return True
 
         wait_for(listening, 30, "unix socket")
+        # both workers up (the socket listens in the parent before they exist)
+        wait_for(lambda: log_path.read_text().count("ready") == 2, 30, "two workers")
         mode = stat.S_IMODE(os.stat(path).st_mode)
         assert mode == 0o660, oct(mode)
         proc.terminate()
-        out, _ = proc.communicate(timeout=30)
-        assert proc.returncode == 0, out.decode()
-        assert out.decode().count("stopped") == 2
+        proc.wait(30)
+        out = log_path.read_text()
+        assert proc.returncode == 0, out
+        assert out.count("stopped") == 2, out
         assert not path.exists()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
         shutil.rmtree(sock_dir, ignore_errors=True)
 
 
