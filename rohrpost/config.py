@@ -10,6 +10,7 @@ against the configuration file's folder.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import tomllib
@@ -279,14 +280,14 @@ class Config:
         """The quarantine folder."""
         return self.resolve_path(self.quarantine.dir or os.path.join(self.var_dir, "quarantine"))
 
-    @property
+    @functools.cached_property
     def hostname(self) -> str:
         """Name of this host (``[pipeline] hostname`` or the system's)."""
         # os.uname().nodename is what socket.gethostname() returns on POSIX (glibc's
         # gethostname() is uname()), without importing socket (and selectors) in pipe mode.
         return self.pipeline.hostname or os.uname().nodename
 
-    @property
+    @functools.cached_property
     def authserv_id(self) -> str:
         """The authserv-id for Authentication-Results."""
         return self.pipeline.authserv_id or self.hostname
