@@ -31,6 +31,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--transport", choices=("unix", "inet"), default="unix",
                    help="milter sockets: unix (default, as Debian configures them) or inet "
                         "(loopback TCP: every milter adds ~85 ms of Nagle/delayed-ACK latency)")
+    p.add_argument("--rohrpost-workers", type=int, default=1, metavar="N",
+                   help="rohrpost milter worker processes (default 1, rohrpost's default)")
     p.add_argument("--no-pipe", action="store_true", help="skip the pipe-mode measurements")
     p.add_argument("--no-milter", action="store_true", help="skip the Postfix measurements")
     p.add_argument("--profile", action="store_true",
@@ -60,7 +62,8 @@ def header(args: argparse.Namespace, opts: runner.Options, started: float) -> st
             f"- mode: {'quick' if args.quick else 'full'}; {opts.runs} runs per configuration; "
             f"{opts.messages} x 4 KB and {opts.mime_messages} x 20-100 KB MIME messages per run "
             "(spam rows: 4 %); 20 smtp-source sessions, one message per connection; "
-            f"milters on {'Unix sockets' if opts.transport == 'unix' else 'loopback TCP'}\n"
+            f"milters on {'Unix sockets' if opts.transport == 'unix' else 'loopback TCP'}; "
+            f"rohrpost milter with {args.rohrpost_workers} worker(s)\n"
             f"- machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
             f"Linux {platform.release()}, Python {platform.python_version()}; "
             f"load average at start {load[0]:.2f}\n"
@@ -77,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return netns.run_inside(sys.argv[1:] if argv is None else list(argv))
     started = time.monotonic()
     opts = options(args)
-    world = World(dns_port=53)
+    world = World(dns_port=53, rohrpost_workers=args.rohrpost_workers)
     results: list[runner.ConfigResult] = []
     pipe_rows: list[pipe.PipeResult] = []
     try:

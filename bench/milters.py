@@ -112,7 +112,7 @@ def _rohrpost(world: World, d: Path, listen: tools.Listen, cfg: Cfg) -> Daemon:
     conf.write_text(configs.render_rohrpost(cfg, d / "var", world.key, clamd_port=clamd,
                                             spamd_port=spamd, dns_port=world.dns_port))
     argv = [*rohrpost_argv(), "milter", "-c", str(conf),
-            "--socket", listen.milter, "--workers", "2"]
+            "--socket", listen.milter, "--workers", str(world.rohrpost_workers)]
     return Daemon("rohrpost", argv, listen, d, timeout=60)
 
 

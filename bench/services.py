@@ -109,9 +109,10 @@ class Daemon:
 class World:
     """Directory, keys, DNS and shared backends of one bench run."""
 
-    def __init__(self, dns_port: int = 53) -> None:
+    def __init__(self, dns_port: int = 53, rohrpost_workers: int = 1) -> None:
         self.dir = daemon_dir("bench")
         self.dns_port = dns_port
+        self.rohrpost_workers = rohrpost_workers  # `rohrpost milter --workers`
         self.key = self.dir / "dkim.private"
         self.pubkey_b64 = ""
         self._backends: dict[str, Daemon | RedisInstance] = {}

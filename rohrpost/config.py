@@ -175,7 +175,7 @@ class MilterSection:
     """``[milter]``: defaults for ``rohrpost milter``."""
 
     socket: str = "inet:8891@127.0.0.1"
-    workers: int = 2
+    workers: int = 1  # one event loop serves every connection; more for CPU-bound loads
     timeout: float = 25.0  # below Postfix's milter_command_timeout (30 s)
     metrics: str = ""
     engine: Literal["asyncio", "libmilter"] = "asyncio"  # docs/decisions.md
