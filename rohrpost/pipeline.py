@@ -235,10 +235,12 @@ class Session:
         """
         if self.verdict is not None and not self.run_all:
             return self.verdict
-        ctx = self.context()
+        ctx: Context | None = None  # made once a filter runs (most stages have none)
         for step in self.pipeline.steps:
             if step.stage != stage or not applies(step.spec.when, self.envelope, message):
                 continue
+            if ctx is None:
+                ctx = self.context()
             mail = Mail(self.envelope, message, [(r.name, r.result) for r in self.runs], rcpt)
             run = await self._run_one(step, ctx, mail)
             run.rcpt = rcpt

@@ -133,7 +133,8 @@ class MilterProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._actions = WireActions(self)
         self._handler: MilterConnection | None = None
-        self._macros: dict[bytes, dict[str, str]] = {}
+        # macros by the command they came with; decoded on first lookup (most never are)
+        self._macros: dict[bytes, bytes | dict[str, str]] = {}
         self._current = wire.CONNECT  # the command being handled (for macro lookups)
         self._task: asyncio.Task[None] | None = None
         self._idle: asyncio.TimerHandle | None = None
@@ -188,7 +189,10 @@ class MilterProtocol(asyncio.Protocol):
         """Look ``name`` up like libmilter: this command's macros, then earlier commands'."""
         alt = name[1:-1] if name.startswith("{") and name.endswith("}") else "{" + name + "}"
         for cmd in _MACRO_ORDER.get(self._current, b"C"):
-            table = self._macros.get(bytes((cmd,)))
+            key = bytes((cmd,))
+            table = self._macros.get(key)
+            if isinstance(table, bytes):
+                table = self._macros[key] = wire.decode_macro_pairs(table)
             if table:
                 value = table.get(name)
                 if value is None:
@@ -240,8 +244,9 @@ class MilterProtocol(asyncio.Protocol):
 
     def _dispatch(self, cmd: bytes, data: bytes) -> None:
         if cmd == wire.MACRO:
-            stage, table = wire.decode_macros(data)
-            self._macros[stage] = table
+            if not data:
+                raise wire.WireError("empty MACRO")
+            self._macros[data[:1]] = data[1:]
             return
         method = _COMMANDS.get(cmd)
         if method is None:

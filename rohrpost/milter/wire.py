@@ -213,10 +213,15 @@ def decode_macros(data: bytes) -> tuple[bytes, dict[str, str]]:
     """SMFIC_MACRO: the command they belong to, then name/value pairs."""
     if not data:
         raise WireError("empty MACRO")
-    parts = _cstrings(data[1:])
+    return data[:1], decode_macro_pairs(data[1:])
+
+
+def decode_macro_pairs(data: bytes) -> dict[str, str]:
+    """The name/value pairs of a SMFIC_MACRO (after its command byte); a lone name is ""."""
+    parts = _cstrings(data)
     if len(parts) % 2:
         parts.append(b"")
-    return data[:1], {text(parts[i]): text(parts[i + 1]) for i in range(0, len(parts), 2)}
+    return {text(parts[i]): text(parts[i + 1]) for i in range(0, len(parts), 2)}
 
 
 def decode_args(data: bytes) -> tuple[str, list[str]]:
