@@ -46,7 +46,7 @@ integration: deps
 
 # installs the reference filters too (scripts/install-deps.sh --bench); needs root; prints the
 # table and writes bench/results/DATE.md. QUICK=1: fewer messages and runs; BENCH_ARGS: more
-# options (python -m bench --help), e.g. BENCH_ARGS="--only sign,verify --profile".
+# options (python -m bench --help), e.g. BENCH_ARGS="--only sign,verify --no-pipe".
 bench: deps
 	@scripts/install-deps.sh --bench --no-venv
 	$(PY) -m bench $(if $(QUICK),--quick,) $(BENCH_ARGS)

@@ -35,8 +35,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    help="rohrpost milter worker processes (default 1, rohrpost's default)")
     p.add_argument("--no-pipe", action="store_true", help="skip the pipe-mode measurements")
     p.add_argument("--no-milter", action="store_true", help="skip the Postfix measurements")
-    p.add_argument("--profile", action="store_true",
-                   help="cProfile the slowest rohrpost configuration (beside the results)")
+    p.add_argument("--no-profile", dest="profile", action="store_false",
+                   help="skip the cProfile of the rohrpost configuration furthest behind its "
+                        "reference (written beside the results by default)")
+    p.add_argument("--profile", action="store_true", default=True,
+                   help=argparse.SUPPRESS)  # the default; kept for older command lines
     p.add_argument("--no-netns", action="store_true",
                    help="do not create a network namespace (DNS of C tools then unresolved)")
     p.add_argument("--keep", action="store_true", help="keep the work directory under /tmp")
