@@ -264,6 +264,7 @@ def test_opendmarc_conf_checks_loopback(tmp_path):
     assert conf["Socket"] == f"unix:{tmp_path}/m.sock"
     assert conf["IgnoreHosts"] == str(tmp_path / "ignore.hosts")
     assert conf["SPFSelfValidate"] == "true"
+    assert conf["HistoryFile"] == str(tmp_path / "opendmarc.history")  # report data, as rohrpost
 
 
 def test_pyspf_milter_conf_checks_loopback(tmp_path):
@@ -357,6 +358,7 @@ def test_rohrpost_pipelines_render_and_load(cfg, tmp_path):
     raw = tomllib.loads(text)
     assert [f["use"] for f in raw["filter"]] == list(cfg.filter_names())
     assert raw["dns"]["servers"] == ["127.0.0.1:5353"]
+    assert raw["state"]["synchronous"] == "normal"  # like OpenDMARC's unsynced history file
     missing = [m for m in milters.rohrpost_missing(cfg) if m.startswith("filter")]
     if missing:
         pytest.skip(f"not in this checkout: {missing}")
