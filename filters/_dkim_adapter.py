@@ -26,7 +26,7 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,10 +36,16 @@ import dkim.util
 import nacl.signing
 from dkim.canonicalization import CanonicalizationPolicy
 
-from rohrpost.dns import DnsPermError, DnsTempError
-
 from ._dkim_der import DkimKeyError, ed25519_pem, ed25519_seed, pem_body, rsa_spki
-from ._dkim_verifier import LOG, SignatureResult, TxtLookup, VerifyPolicy, text, verify_dkim
+from ._dkim_verifier import (
+    LOG,
+    ArcResult,
+    SignatureResult,
+    TxtLookup,
+    VerifyPolicy,
+    arc_verify,
+    verify_dkim,
+)
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -246,49 +252,6 @@ def sign_dkim(parsed: tuple[list[list[bytes]], bytes], *, domain: str, selector:
 
 
 # -- ARC ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ArcResult:
-    """Chain validation: ``cv`` pass/fail/none/temperror, sealer domains oldest first."""
-
-    cv: str
-    sealers: tuple[str, ...]
-    reason: str
-    instances: int
-
-
-def _arc_dnsfunc(lookup: TxtLookup, temp: list[str]) -> Callable[..., bytes | None]:
-    def dnsfunc(name: bytes | str, timeout: float = 5.0) -> bytes | None:
-        del timeout  # the resolver has its own deadline
-        text = name.decode("latin-1") if isinstance(name, bytes) else name
-        try:
-            records = lookup(text.rstrip("."))
-        except DnsTempError as exc:
-            temp.append(str(exc))
-            raise dkim.DnsTimeoutError(str(exc)) from None
-        except DnsPermError:
-            return None
-        return records[0].encode("latin-1") if records else None
-
-    return dnsfunc
-
-
-def arc_verify(raw: bytes, lookup: TxtLookup, min_rsa_bits: int = 1024) -> ArcResult:
-    """Validate the ARC chain of ``raw`` (RFC 8617 5.2); a DNS timeout gives ``temperror``."""
-    temp: list[str] = []
-    try:
-        arc = dkim.ARC(raw, logger=LOG, minkey=min_rsa_bits)
-        cv, data, reason = arc.verify(dnsfunc=_arc_dnsfunc(lookup, temp))
-    except (dkim.DKIMException, IndexError, ValueError, KeyError) as exc:
-        cv, data, reason = b"fail", [], f"{type(exc).__name__}: {exc}"
-    sealers = tuple(text(d.get("as-domain")).lower() for d in sorted(
-        data, key=lambda d: int(d.get("instance", 0))) if d.get("as-domain"))
-    word = {dkim.CV_Pass: "pass", dkim.CV_None: "none"}.get(cv, "fail")
-    if temp and word == "fail":
-        word, reason = "temperror", f"key lookup: {temp[0]}"
-    return ArcResult(word, sealers, text(reason.encode() if isinstance(reason, str) else reason),
-                     len(data))
 
 
 def arc_seal(raw: bytes, *, domain: str, selector: str, key: PrivateKey, srv_id: str,
