@@ -113,6 +113,9 @@ class DmarcFilter(Filter):
         self.sample: Callable[[], float] = random.random
         #: report keys this process already wrote (fewer commits per message, finding 18)
         self.report_memo = ReportMemo()
+        #: organizational domains by domain (the PSL walk for the same few domains each time)
+        self.org_domain: Callable[[str], str] = functools.lru_cache(maxsize=4096)(
+            functools.partial(organizational_domain, self.psl))
 
     async def check(self, ctx: Context, mail: Mail) -> FilterResult:
         """Evaluate the From domain(s), decide the disposition, record report data."""
@@ -163,7 +166,7 @@ class DmarcFilter(Filter):
         return ev
 
     def _align(self, ev: Evaluation, mail: Mail, adkim: str, aspf: str) -> None:
-        org = functools.partial(organizational_domain, self.psl)
+        org = self.org_domain
         for sig in dkim_results(mail):
             if sig.get("result") == "pass" and aligned(str(sig.get("domain", "")), ev.author,
                                                        adkim, org):
