@@ -217,6 +217,35 @@ def evaluate_pk(name: bytes, record: bytes | None) -> tuple[Any, Any, Any, bool]
 # -- dkimpy's verification, computed faster -------------------------------------------------------
 
 
+#: the last message parsed: (the bytes object, its headers, body, canonical bodies)
+_LAST: tuple[bytes, list[list[bytes]], bytes, dict[Any, bytes]] | None = None
+_LAST_MAX_BYTES = 1024 * 1024
+
+
+def _parsed(message: bytes) -> tuple[list[list[bytes]], bytes, dict[Any, bytes]]:
+    """``_dkim_canon.parse(message)`` and the canonical bodies computed so far.
+
+    ``dkim-verify`` and ``arc-verify`` are handed the same bytes object for a message
+    (``Message.without_from_line``): the second gets the first one's split and canonical
+    bodies instead of computing them again. The header lists are copied (dkimpy's
+    verification only reads them); the bodies are immutable bytes.
+
+    :raises dkim.MessageFormatError: as ``rfc822_parse`` (or ``IndexError``).
+    """
+    global _LAST  # noqa: PLW0603 - a one-entry memo, replaced whole (atomic)
+    last = _LAST
+    if last is not None and last[0] is message:
+        return [list(h) for h in last[1]], last[2], last[3]
+    try:
+        headers, body = canon.parse(message)
+    except canon.HeaderError as exc:
+        raise dkim.MessageFormatError(str(exc)) from None
+    bodies: dict[Any, bytes] = {}
+    if len(message) <= _LAST_MAX_BYTES:
+        _LAST = (message, [list(h) for h in headers], body, bodies)
+    return headers, body, bodies
+
+
 class _Fast:
     """What ``_Dkim`` and ``_Arc`` change in dkimpy's ``DomainSigner`` (see the docstring).
 
@@ -236,11 +265,9 @@ class _Fast:
 
     def set_message(self, message: bytes | None) -> None:
         """``DomainSigner.set_message`` with ``_dkim_canon.parse`` for ``rfc822_parse``."""
+        self._bodies: dict[Any, bytes] = {}
         if message:
-            try:
-                self.headers, self.body = canon.parse(message)
-            except canon.HeaderError as exc:
-                raise dkim.MessageFormatError(str(exc)) from None
+            self.headers, self.body, self._bodies = _parsed(message)
         else:
             self.headers, self.body = [], ""  # type: ignore[assignment]  # dkimpy's value
         self.domain = None
@@ -248,7 +275,6 @@ class _Fast:
         self.signature_fields: dict[bytes, bytes] = {}
         self.signed_headers = []
         self.keysize = 0
-        self._bodies: dict[Any, bytes] = {}
         self._names: dict[Any, list[bytes]] = {}
 
     def _canonical_body(self, algorithm: Any) -> bytes:

@@ -138,6 +138,14 @@ class Fixture:
         return head + "".join(f"[[filter]]\n{body}" for body in filters)
 
 
+def fresh(raw: bytes) -> bytes:
+    """A new bytes object with ``raw``'s content, as every received message is.
+
+    The DKIM verifier keeps the split of the last message object it saw, for arc-verify.
+    """
+    return bytes(bytearray(raw))
+
+
 def cpu_ms(fn: Callable[[int], object], n: int, repeats: int) -> list[float]:
     """CPU ms per message of ``fn(n)`` (which handles ``n`` messages), ``repeats`` times."""
     fn(min(20, n))
@@ -180,12 +188,14 @@ def adapter_rows(fx: Fixture, server: TestDnsServer, n: int, repeats: int) -> li
         label = "dkimpy code" if kw else "adapter"
         rows += [
             ("dkim-verify", f"{label} verify_dkim", cpu_ms(lambda c, kw=kw: [
-                adapter.verify_dkim(fx.signed, lookup, policy, 5, **kw) for _ in range(c)],
-                n, repeats)),
+                adapter.verify_dkim(fresh(fx.signed), lookup, policy, 5, **kw)
+                for _ in range(c)], n, repeats)),
             ("arc-verify", f"{label} arc_verify", cpu_ms(lambda c, kw=kw: [
-                adapter.arc_verify(fx.signed, lookup, **kw) for _ in range(c)], n, repeats)),
+                adapter.arc_verify(fresh(fx.signed), lookup, **kw) for _ in range(c)],
+                n, repeats)),
             ("arc-verify sealed", f"{label} arc_verify", cpu_ms(lambda c, kw=kw: [
-                adapter.arc_verify(fx.sealed, lookup, **kw) for _ in range(c)], n, repeats)),
+                adapter.arc_verify(fresh(fx.sealed), lookup, **kw) for _ in range(c)],
+                n, repeats)),
         ]
     rows.append(("spf", "adapter check_host x2", cpu_ms(spf, n, repeats)))
     return sorted(rows, key=lambda r: ["dkim-verify", "arc-verify", "arc-verify sealed",
@@ -215,7 +225,7 @@ def run_pipeline(pipeline: Pipeline, services: Services, raw: bytes, n: int, rep
 
     async def many(count: int) -> None:
         for _ in range(count):
-            await process(pipeline, services, ENVELOPE, Message(raw))
+            await process(pipeline, services, ENVELOPE, Message(fresh(raw)))
 
     async def main() -> None:
         await many(min(20, n))

@@ -427,3 +427,16 @@ def test_record_tags_kept_per_text() -> None:
     assert verifier._record_tags("not a tag list") is None
     with pytest.raises(UnicodeEncodeError):
         verifier._record_tags("v=DKIM1; p=\u20ac")
+
+
+def test_last_message_split_is_shared_not_aliased() -> None:
+    """dkim-verify and arc-verify get the same bytes object: the second reuses the split."""
+    raw = b"".join([MESSAGE])
+    headers, body, bodies = verifier._parsed(raw)
+    again, body2, bodies2 = verifier._parsed(raw)
+    assert again == headers and again is not headers and again[0] is not headers[0]
+    assert body2 is body and bodies2 is bodies
+    copy = bytes(bytearray(raw))  # equal bytes, another object: parsed afresh
+    assert verifier._parsed(copy)[2] is not bodies
+    with pytest.raises(dkim.MessageFormatError, match="Unexpected characters"):
+        verifier._parsed(b"no colon here\r\n\r\n")
