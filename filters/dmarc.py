@@ -24,7 +24,6 @@ from typing import ClassVar, Literal
 
 from rohrpost.filter import Context, Filter, Mail, Stage
 from rohrpost.options import OptionError
-from rohrpost.pipeline import in_networks
 from rohrpost.result import Action, AuthResult, FilterResult, Symbol, Verdict
 
 from ._dmarc_discovery import discover, domain_exists
@@ -38,6 +37,7 @@ from ._dmarc_util import (
     from_domains,
     record_report,
 )
+from ._nets import in_networks
 from ._psl import DEFAULT_PATH, PublicSuffixList
 
 SYMBOLS = {"pass": "DMARC_POLICY_ALLOW", "reject": "DMARC_POLICY_REJECT",

@@ -20,8 +20,9 @@ from typing import ClassVar
 from rohrpost.envelope import domain_of
 from rohrpost.filter import Context, Filter, Mail, Stage
 from rohrpost.options import OptionError
-from rohrpost.pipeline import in_networks
 from rohrpost.result import Action, AuthResult, FilterResult, Symbol, Verdict
+
+from ._nets import in_networks
 
 #: The seven RFC 7208 results, in the order of section 2.6.
 RESULTS = ("none", "neutral", "pass", "fail", "softfail", "temperror", "permerror")
