@@ -1,11 +1,18 @@
 #!/usr/bin/env python3
-"""CPU per message of the authentication filters: dkim-verify, arc-verify, spf, dmarc.
+r"""CPU per message of the authentication filters: dkim-verify, arc-verify, spf, dmarc.
 
 The library call each filter makes, and whole pipeline runs (``rohrpost.runner.process``) with
 one filter, spf+dmarc (the bench's DMARC row) and the chain spf+dkim-verify+arc-verify+dmarc,
 side by side in one process.
 
     .venv/bin/python scripts/filter_speed.py [-n 400] [-r 3] [--only spf,chain] [--profile]
+
+Deterministic instruction counts per message (this machine is noisy): run one row under
+callgrind with two message counts and divide the difference, e.g.
+
+    valgrind --tool=callgrind --callgrind-out-file=a.out .venv/bin/python \
+        scripts/filter_speed.py --only chain:process -n 50 -r 1     # and -n 250 -> b.out
+    # (Ir(b) - Ir(a)) / 200 = instructions per message, every thread included
 
 Each row is ``time.process_time()`` (CPU of every thread of this process: the event loop, the
 executor's worker threads, SQLite's fsync) over ``-n`` messages after a warm-up, repeated
@@ -78,21 +85,26 @@ ENVELOPE = Envelope(client_ip=CLIENT_IP, client_name=HELO, helo=HELO, mail_from=
 _SPF = 'use = "spf"\nskip_trusted_networks = false\nskip_authenticated = false\n'
 _DMARC = 'use = "dmarc"\nskip_trusted_networks = false\n'
 _DMARC_NOREP = _DMARC + "collect_reports = false\n"
-#: pipeline rows: (job, label, the [[filter]] bodies in order, message kind)
-PIPELINES: list[tuple[str, str, list[str], str]] = [
-    ("baseline", "pipeline process()", ['use = "size"\n'], "signed"),
-    ("dkim-verify", "pipeline process()", ['use = "dkim-verify"\n'], "signed"),
-    ("arc-verify", "pipeline process()", ['use = "arc-verify"\n'], "signed"),
-    ("arc-verify sealed", "pipeline process()", ['use = "arc-verify"\n'], "sealed"),
-    ("spf", "pipeline process()", [_SPF], "signed"),
-    ("dmarc", "pipeline process()", [_DMARC], "signed"),
-    ("dmarc", "pipeline, no reports", [_DMARC_NOREP], "signed"),
-    ("spf+dmarc", "pipeline process()", [_SPF, _DMARC], "signed"),
-    ("spf+dmarc", "pipeline, no reports", [_SPF, _DMARC_NOREP], "signed"),
-    ("chain", "pipeline process()",
-     [_SPF, 'use = "dkim-verify"\n', 'use = "arc-verify"\n', _DMARC], "signed"),
-    ("chain sealed", "pipeline process()",
-     [_SPF, 'use = "dkim-verify"\n', 'use = "arc-verify"\n', _DMARC], "sealed"),
+#: pipeline rows: (job, label, the [[filter]] bodies in order, message kind, the results that
+#: prove the filters did their work: checked once before timing, so no row times an error)
+_CHAIN = [_SPF, 'use = "dkim-verify"\n', 'use = "arc-verify"\n', _DMARC]
+PIPELINES: list[tuple[str, str, list[str], str, tuple[str, ...]]] = [
+    ("baseline", "pipeline process()", ['use = "size"\n'], "signed", ()),
+    ("dkim-verify", "pipeline process()", ['use = "dkim-verify"\n'], "signed", ("dkim=pass",)),
+    ("arc-verify", "pipeline process()", ['use = "arc-verify"\n'], "signed", ("arc=none",)),
+    ("arc-verify sealed", "pipeline process()", ['use = "arc-verify"\n'], "sealed",
+     ("arc=pass",)),
+    ("spf", "pipeline process()", [_SPF], "signed", ("spf=pass", "spf=pass")),
+    ("dmarc", "pipeline process()", [_DMARC], "signed", ("dmarc=fail",)),
+    ("dmarc", "pipeline, no reports", [_DMARC_NOREP], "signed", ("dmarc=fail",)),
+    ("spf+dmarc", "pipeline process()", [_SPF, _DMARC], "signed",
+     ("spf=pass", "spf=pass", "dmarc=pass")),
+    ("spf+dmarc", "pipeline, no reports", [_SPF, _DMARC_NOREP], "signed",
+     ("spf=pass", "spf=pass", "dmarc=pass")),
+    ("chain", "pipeline process()", _CHAIN, "signed",
+     ("spf=pass", "spf=pass", "dkim=pass", "arc=none", "dmarc=pass")),
+    ("chain sealed", "pipeline process()", _CHAIN, "sealed",
+     ("spf=pass", "spf=pass", "dkim=pass", "arc=pass", "dmarc=pass")),
 ]
 
 
@@ -206,21 +218,34 @@ def pipeline_rows(fx: Fixture, server: TestDnsServer, n: int, repeats: int, *,
                   only: set[str], profile: Path | None) -> list[Row]:
     """``runner.process`` for every configured pipeline, each in its own event loop."""
     rows: list[Row] = []
-    for job, label, filters, kind in PIPELINES:
-        if only and job.split()[0] not in only and job not in only:
+    for job, label, filters, kind, expect in PIPELINES:
+        if only and not any(_selects(o, job, label) for o in only):
             continue
         config = parse_config(fx.config_text(server, filters), "speed.toml")
         pipeline = Pipeline.build(config)
         services = make_services(config, clock=lambda: float(NOW))
         raw = fx.message(kind)
         rows.append((job, label, run_pipeline(pipeline, services, raw, n, repeats,
-                                              profile=profile, name=f"{job}-{label}")))
+                                              profile=profile, name=f"{job}-{label}",
+                                              expect=expect)))
     return rows
 
 
+def _selects(only: str, job: str, label: str) -> bool:
+    """``spf`` selects every spf row, ``spf+dmarc:no reports`` one row: that job's, by label."""
+    name, sep, text = only.partition(":")
+    if sep:
+        return name == job and text in label
+    return name in (job, job.split(maxsplit=1)[0])
+
+
 def run_pipeline(pipeline: Pipeline, services: Services, raw: bytes, n: int, repeats: int, *,
-                 profile: Path | None, name: str) -> list[float]:
-    """CPU ms per message of ``process`` in one event loop; no DNS miss while timing."""
+                 profile: Path | None, name: str, expect: tuple[str, ...]) -> list[float]:
+    """CPU ms per message of ``process`` in one event loop; no DNS miss while timing.
+
+    :raises AssertionError: when a message does not get the ``expect`` results (each one a
+        prefix of a rendered Authentication-Results entry, in order).
+    """
     out: list[float] = []
 
     async def many(count: int) -> None:
@@ -228,6 +253,10 @@ def run_pipeline(pipeline: Pipeline, services: Services, raw: bytes, n: int, rep
             await process(pipeline, services, ENVELOPE, Message(fresh(raw)))
 
     async def main() -> None:
+        done = await process(pipeline, services, ENVELOPE, Message(fresh(raw)))
+        got = [a.render() for a in done.outcome.auth]
+        assert len(got) == len(expect) and all(
+            g.startswith(e) for g, e in zip(got, expect, strict=True)), (name, got)
         await many(min(20, n))
         misses = _misses(services)
         for _ in range(repeats):
@@ -273,7 +302,8 @@ def main() -> int:
     parser.add_argument("-n", type=int, default=400, help="messages per timing (default 400)")
     parser.add_argument("-r", type=int, default=3, help="timings per row (default 3)")
     parser.add_argument("--only", default="", help="comma-separated jobs (pipeline rows only), "
-                        "e.g. spf,chain; 'adapter' for the adapter rows only")
+                        "e.g. spf,chain, or JOB:LABEL-TEXT for one row (chain:process, "
+                        "'dmarc:no reports'); 'adapter' for the adapter rows only")
     parser.add_argument("--profile", action="store_true",
                         help="cProfile one more run of each pipeline row (files in a temp dir)")
     args = parser.parse_args()
