@@ -1,14 +1,17 @@
-"""DKIM keys, DKIM signing and ARC through dkimpy; verification re-exported from ``_dkim_verifier``.
+"""DKIM keys, DKIM signing and ARC sealing through dkimpy; verification from ``_dkim_verifier``.
 
 Owns key loading (RSA PKCS#1/PKCS#8 PEM, Ed25519 PKCS#8 PEM or dkimpy's bare base64 seed), the
-DNS key record text, DKIM signing with keys parsed once, and ARC verification and sealing. The
+DNS key record text, DKIM signing with keys parsed once, and ARC sealing; ``verify_dkim`` and
+``arc_verify`` are ``_dkim_verifier``'s, re-exported. The
 filters (``dkim-sign``, ``arc-verify``, ``arc-seal``, and ``dkim-verify`` through
 ``_dkim_verifier``) and ``rohrpost dkim`` call these modules and never import ``dkim``
 themselves; this module must not touch rohrpost's message model or results.
 
-Modules around it: ``_dkim_verifier`` (DKIM verification; the other ``dkim`` importer),
-``_dkim_der`` (PEM/DER bytes, ``DkimKeyError``; no library) and ``_dkim_fast`` (RSA signing
-through OpenSSL; imports ``cryptography``, never dkimpy, and only once an RSA key is loaded).
+Modules around it: ``_dkim_verifier`` (DKIM and ARC verification; the other ``dkim``
+importer), ``_dkim_canon`` (dkimpy's canonicalization on bytes, for the verifier),
+``_dkim_der`` (PEM/DER bytes, ``DkimKeyError``; no library) and ``_dkim_fast`` (RSA signing and
+verification through OpenSSL; imports ``cryptography``, never dkimpy, and only once an RSA key
+is loaded or a process has verified enough signatures).
 
 Signing builds the tag list itself (``t=`` from the injected clock, optional ``x=``, no
 ``i=``), canonicalizes and hashes the header fields with dkimpy's ``hash_headers`` and

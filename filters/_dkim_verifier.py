@@ -20,13 +20,14 @@ Speed (docs/performance.md, finding 20). dkimpy's classes are used through subcl
 every decision of dkimpy's code and replace only how it computes: the message split and the
 canonicalization come from ``_dkim_canon`` (the same bytes, and only the header fields a
 signature selects are canonicalized), the canonical body is computed once per message and
-algorithm (DKIM signatures and the ARC-Message-Signature share it), parsed key records are
-kept by their text (``_KEYS``), and the RSA public-key operation goes to OpenSSL
+algorithm (DKIM signatures and the ARC-Message-Signature share it; ``arc-verify`` gets the split
+``dkim-verify`` made of the same message object, ``_parsed``), parsed key records are kept by
+their text (``_KEYS``, ``_TAGS``), and the RSA public-key operation goes to OpenSSL
 (``_dkim_fast.verify_sha256``) where OpenSSL computes what dkimpy's pure-Python arithmetic
 computes, which is every real key. Each overriding method is dkimpy 1.1.8's, line for line,
 with those calls swapped; ``reference=True`` runs dkimpy's unmodified classes, which tests
-(tests/dkim/test_verify_fast.py) compare against. RSA-2048 on a 4 KB message: 0.69 ms of CPU
-with dkimpy's code, about 0.17 ms now (scripts/filter_speed.py).
+(tests/dkim/test_verify_fast.py) compare against. RSA-2048 on a 4 KB message: 0.66 ms of CPU
+with dkimpy's code, 0.16 ms now (scripts/filter_speed.py, adapter rows).
 
 ``cryptography`` costs about 6 ms of CPU to import; a process imports it for verification
 only after ``PURE_RSA_VERIFICATIONS`` verifications in dkimpy's arithmetic (0.2 ms each), so

@@ -6,7 +6,7 @@ Owns ``run_with_dns``, ``KnownAnswers`` and ``CacheMiss``; ``dkim-verify``, ``ar
 ``spf`` call it. Their libraries ask DNS in the middle of their work through a blocking
 ``query_sync``, which is why each check went through the loop's executor: a hand-off to a
 worker thread and back costs more CPU (thread wake-ups, the loop's self-pipe, two more loop
-iterations; 0.1-0.2 ms here) than a whole verification once every answer is in the resolver's
+iterations; 0.2-0.3 ms here) than a whole verification once every answer is in the resolver's
 cache, as it is for nearly every message on a busy MX (docs/performance.md, finding 21).
 
 So ``run_with_dns`` first calls ``fn`` on the loop thread with ``KnownAnswers``, whose
