@@ -33,11 +33,11 @@ DEFAULT_SCORES: dict[str, float] = {
     "DKIM_WEAK_KEY": 0.0,
     "DKIM_TOO_MANY_SIGNATURES": 0.0,
 }
-# which symbol a per-signature result raises
 #: larger messages are verified in a worker thread, not on the event loop (finding 21)
 INLINE_MAX_BYTES = 256 * 1024
 #: attempts on the loop: each may fetch one missing key asynchronously for the next
 INLINE_ROUNDS = 3
+# which symbol a per-signature result raises
 _RESULT_SYMBOL = {"pass": "R_DKIM_ALLOW", "fail": "R_DKIM_REJECT", "temperror": "R_DKIM_TEMPFAIL",
                   "permerror": "R_DKIM_PERMFAIL", "policy": "R_DKIM_PERMFAIL",
                   "neutral": "R_DKIM_PERMFAIL"}

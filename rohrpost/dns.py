@@ -5,7 +5,10 @@ cache), the ``DnsAnswer`` value it returns, its ``DnsConfig`` and the two error 
 map to ``temperror`` (``DnsTempError``) and ``permerror`` (``DnsPermError``). SPF (through the
 pyspf shim), DKIM (through ``dkimpy_dnsfunc``), DMARC and DNSBL/URIBL filters call it; none of
 them imports dnspython. This module must not import dkim or spf and keeps no module state:
-every cache and counter belongs to a ``Resolver`` instance.
+every cache and counter belongs to a ``Resolver`` instance. ``Resolver.query_cached`` answers
+from the cache only, never waiting: blocking library checks use it to run on the event loop
+when every answer they need is cached (``filters/_inline.py``). A cache hit is the common case
+on a busy MX, so its path is kept short (docs/performance.md, finding 22).
 
 dnspython is imported lazily (when a ``Resolver`` is built): it costs most of the start-up
 of ``rohrpost run`` (DESIGN.md, section 4); the error and value classes are cheap to import.
