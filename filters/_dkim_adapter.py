@@ -1,14 +1,17 @@
-"""DKIM keys, DKIM signing and ARC through dkimpy; verification re-exported from ``_dkim_verifier``.
+"""DKIM keys, DKIM signing and ARC sealing through dkimpy; verification from ``_dkim_verifier``.
 
 Owns key loading (RSA PKCS#1/PKCS#8 PEM, Ed25519 PKCS#8 PEM or dkimpy's bare base64 seed), the
-DNS key record text, DKIM signing with keys parsed once, and ARC verification and sealing. The
+DNS key record text, DKIM signing with keys parsed once, and ARC sealing; ``verify_dkim`` and
+``arc_verify`` are ``_dkim_verifier``'s, re-exported. The
 filters (``dkim-sign``, ``arc-verify``, ``arc-seal``, and ``dkim-verify`` through
 ``_dkim_verifier``) and ``rohrpost dkim`` call these modules and never import ``dkim``
 themselves; this module must not touch rohrpost's message model or results.
 
-Modules around it: ``_dkim_verifier`` (DKIM verification; the other ``dkim`` importer),
-``_dkim_der`` (PEM/DER bytes, ``DkimKeyError``; no library) and ``_dkim_fast`` (RSA signing
-through OpenSSL; imports ``cryptography``, never dkimpy, and only once an RSA key is loaded).
+Modules around it: ``_dkim_verifier`` (DKIM and ARC verification; the other ``dkim``
+importer), ``_dkim_canon`` (dkimpy's canonicalization on bytes, for the verifier),
+``_dkim_der`` (PEM/DER bytes, ``DkimKeyError``; no library) and ``_dkim_fast`` (RSA signing and
+verification through OpenSSL; imports ``cryptography``, never dkimpy, and only once an RSA key
+is loaded or a process has verified enough signatures).
 
 Signing builds the tag list itself (``t=`` from the injected clock, optional ``x=``, no
 ``i=``), canonicalizes and hashes the header fields with dkimpy's ``hash_headers`` and
@@ -26,7 +29,7 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,10 +39,16 @@ import dkim.util
 import nacl.signing
 from dkim.canonicalization import CanonicalizationPolicy
 
-from rohrpost.dns import DnsPermError, DnsTempError
-
 from ._dkim_der import DkimKeyError, ed25519_pem, ed25519_seed, pem_body, rsa_spki
-from ._dkim_verifier import LOG, SignatureResult, TxtLookup, VerifyPolicy, text, verify_dkim
+from ._dkim_verifier import (
+    LOG,
+    ArcResult,
+    SignatureResult,
+    TxtLookup,
+    VerifyPolicy,
+    arc_verify,
+    verify_dkim,
+)
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -246,49 +255,6 @@ def sign_dkim(parsed: tuple[list[list[bytes]], bytes], *, domain: str, selector:
 
 
 # -- ARC ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ArcResult:
-    """Chain validation: ``cv`` pass/fail/none/temperror, sealer domains oldest first."""
-
-    cv: str
-    sealers: tuple[str, ...]
-    reason: str
-    instances: int
-
-
-def _arc_dnsfunc(lookup: TxtLookup, temp: list[str]) -> Callable[..., bytes | None]:
-    def dnsfunc(name: bytes | str, timeout: float = 5.0) -> bytes | None:
-        del timeout  # the resolver has its own deadline
-        text = name.decode("latin-1") if isinstance(name, bytes) else name
-        try:
-            records = lookup(text.rstrip("."))
-        except DnsTempError as exc:
-            temp.append(str(exc))
-            raise dkim.DnsTimeoutError(str(exc)) from None
-        except DnsPermError:
-            return None
-        return records[0].encode("latin-1") if records else None
-
-    return dnsfunc
-
-
-def arc_verify(raw: bytes, lookup: TxtLookup, min_rsa_bits: int = 1024) -> ArcResult:
-    """Validate the ARC chain of ``raw`` (RFC 8617 5.2); a DNS timeout gives ``temperror``."""
-    temp: list[str] = []
-    try:
-        arc = dkim.ARC(raw, logger=LOG, minkey=min_rsa_bits)
-        cv, data, reason = arc.verify(dnsfunc=_arc_dnsfunc(lookup, temp))
-    except (dkim.DKIMException, IndexError, ValueError, KeyError) as exc:
-        cv, data, reason = b"fail", [], f"{type(exc).__name__}: {exc}"
-    sealers = tuple(text(d.get("as-domain")).lower() for d in sorted(
-        data, key=lambda d: int(d.get("instance", 0))) if d.get("as-domain"))
-    word = {dkim.CV_Pass: "pass", dkim.CV_None: "none"}.get(cv, "fail")
-    if temp and word == "fail":
-        word, reason = "temperror", f"key lookup: {temp[0]}"
-    return ArcResult(word, sealers, text(reason.encode() if isinstance(reason, str) else reason),
-                     len(data))
 
 
 def arc_seal(raw: bytes, *, domain: str, selector: str, key: PrivateKey, srv_id: str,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from rohrpost.dns import DnsError, DnsPermError, DnsTempError
 
-from ._dmarc_record import DmarcRecord, DmarcRecordError, is_dmarc, parse_record
+from ._dmarc_record import DmarcRecord, DmarcRecordError, is_dmarc, parse_record_cached
 
 if TYPE_CHECKING:
     from rohrpost.dns import DnsAnswer, Resolver
@@ -67,7 +67,7 @@ def _classify(domain: str, outcome: DnsAnswer | DnsError) -> Discovery | None:
     if len(found) != 1:
         return None
     try:
-        return Discovery(parse_record(found[0]), domain)
+        return Discovery(parse_record_cached(found[0]), domain)
     except DmarcRecordError as exc:
         return Discovery(None, domain, "permerror", f"bad record at _dmarc.{domain}: {exc}")
 

@@ -1,8 +1,10 @@
 """DMARC policy records: parsing (RFC 7489 6.3/6.4, DMARCbis tags) and alignment.
 
-Owns ``DmarcRecord``, ``DmarcRecordError``, ``is_dmarc``, ``parse_record``, ``render`` and
-``aligned``. Records come from hostile DNS, so parsing is strict about structure (every part
-must be ``tag=value``; a duplicate tag is an error: both are RFC 7489 syntax errors and give
+Owns ``DmarcRecord``, ``DmarcRecordError``, ``is_dmarc``, ``parse_record`` (and
+``parse_record_cached``, which keeps the parsed record per record text: the same few records
+come back from the DNS cache for message after message), ``render`` and ``aligned``. Records
+come from hostile DNS, so parsing is strict about structure (every part must be
+``tag=value``; a duplicate tag is an error: both are RFC 7489 syntax errors and give
 ``permerror``) and lenient about values, as RFC 7489 6.3 asks: an unknown tag is ignored, an
 invalid ``adkim``/``aspf``/``pct``/``ri`` value falls back to its default, an invalid ``p``
 leaves the policy unset (6.6.3 then decides). No DNS here.
@@ -10,6 +12,7 @@ leaves the policy unset (6.6.3 then decides). No DNS here.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -108,6 +111,12 @@ def parse_record(text: str) -> DmarcRecord:
         fo=tags.get("fo", "0")[:20] or "0", ri=_int(tags.get("ri", ""), 86400, 1, 2**31 - 1),
         psd=choice("psd", "ynu", "u"), testing=tags.get("t", "").lower() == "y",
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def parse_record_cached(text: str) -> DmarcRecord:
+    """``parse_record``, kept per record text (records are immutable; errors are not kept)."""
+    return parse_record(text)
 
 
 def render(record: DmarcRecord) -> str:

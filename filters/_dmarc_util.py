@@ -14,6 +14,7 @@ the state store that ``rohrpost dmarc report`` reads). Store key layout (shared 
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
 import re
 import time
@@ -51,16 +52,31 @@ def from_domains(message: Message) -> tuple[list[str], int]:
         raise FromError("no From header field")
     domains: list[str] = []
     for header in fields:
-        addresses = email.utils.getaddresses([header.value])
-        if not addresses or not any(addr for _name, addr in addresses):
-            raise FromError("From header field without an address")
-        for _name, addr in addresses:
-            domain = domain_of(addr)
-            if not domain or not re.fullmatch(r"[a-z0-9._-]+", domain) or ".." in domain:
-                raise FromError(f"From address without a usable domain: {addr[:80]!r}")
+        for domain in _field_domains(header.value):
             if domain not in domains:
                 domains.append(domain)
     return domains, len(fields)
+
+
+@functools.lru_cache(maxsize=1024)
+def _field_domains(value: str) -> tuple[str, ...]:
+    """The author domains of one From field's value, in order.
+
+    Kept per value: senders repeat their From field, and ``email.utils.getaddresses`` is most
+    of this filter's parsing.
+
+    :raises FromError: when the field has no address or an address has no usable domain.
+    """
+    addresses = email.utils.getaddresses([value])
+    if not addresses or not any(addr for _name, addr in addresses):
+        raise FromError("From header field without an address")
+    domains = []
+    for _name, addr in addresses:
+        domain = domain_of(addr)
+        if not domain or not re.fullmatch(r"[a-z0-9._-]+", domain) or ".." in domain:
+            raise FromError(f"From address without a usable domain: {addr[:80]!r}")
+        domains.append(domain)
+    return tuple(domains)
 
 
 def _tags(header_value: str) -> tuple[int, str]:

@@ -25,11 +25,11 @@ from rohrpost.dns import DnsPermError, DnsTempError, normalize_name
 from .spf import SpfCheck, normalize_result
 
 if TYPE_CHECKING:
-    from rohrpost.dns import Resolver
+    from ._inline import SyncResolver
 
 __all__ = ["check_host"]
 
-_RESOLVER: contextvars.ContextVar[Resolver | None] = contextvars.ContextVar(
+_RESOLVER: contextvars.ContextVar[SyncResolver | None] = contextvars.ContextVar(
     "rohrpost_spf_resolver", default=None
 )
 
@@ -95,12 +95,13 @@ def _install() -> None:
 _install()
 
 
-def check_host(resolver: Resolver, ip: str, sender: str, helo: str, *,
+def check_host(resolver: SyncResolver, ip: str, sender: str, helo: str, *,
                total_timeout: float = 20.0, default_explanation: str = "") -> SpfCheck:
     """Run RFC 7208 ``check_host()`` for ``sender`` (or ``postmaster@helo`` when empty).
 
-    Blocking: call it in a worker thread inside ``contextvars.copy_context().run`` so the
-    resolver set here stays with this check.
+    Blocking: call it inside ``contextvars.copy_context().run`` so the resolver set here
+    stays with this check, in a worker thread, or on the event loop with a resolver that
+    never waits (``_inline.KnownAnswers``).
 
     :param total_timeout: seconds for the whole evaluation (pyspf's ``querytime``; RFC 7208
         4.6.4 suggests at least 20); one DNS query is also bounded by the resolver's timeout.

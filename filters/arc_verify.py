@@ -3,7 +3,8 @@
 Owns the ARC verify filter: the chain result as ``arc=`` in Authentication-Results, the facts
 ``arc.result`` ("pass", "fail", "none"; "temperror" when a key lookup timed out) and
 ``arc.sealers`` (the d= of every ARC-Seal, oldest first) that ``dmarc`` reads for its trusted
-ARC sealer override, and the ARC_* symbols. dkimpy does the work through ``_dkim_adapter``.
+ARC sealer override, and the ARC_* symbols. dkimpy does the work through ``_dkim_verifier``,
+on the event loop when the keys are known (``_inline.run_with_dns``, as ``dkim-verify``).
 """
 
 from __future__ import annotations
@@ -49,18 +50,24 @@ class ArcVerify(Filter):
         self.scores = {**DEFAULT_SCORES, **options.scores}
 
     async def check(self, ctx: Context, mail: Mail) -> FilterResult:
-        """Validate in a worker thread (blocking key lookups through the resolver)."""
-        from . import _dkim_adapter as adapter
+        """Validate (on the loop when the keys are known, else in a worker thread)."""
+        from ._dkim_verifier import ArcResult, arc_verify
+        from ._inline import SyncResolver, run_with_dns
+        from .dkim_verify import INLINE_MAX_BYTES, INLINE_ROUNDS
 
         if mail.message is None:
             return FilterResult()
-        resolver = ctx.resolver
-
-        def lookup(name: str) -> tuple[str, ...]:
-            return resolver.query_sync(name, "TXT").records
-
         raw = mail.message.without_from_line()
-        res = await ctx.run_blocking(adapter.arc_verify, raw, lookup, self.options.min_rsa_bits)
+        min_rsa_bits = self.options.min_rsa_bits
+
+        def validate(resolver: SyncResolver) -> ArcResult:
+            def lookup(name: str) -> tuple[str, ...]:
+                return resolver.query_sync(name, "TXT").records
+
+            return arc_verify(raw, lookup, min_rsa_bits)
+
+        res = await run_with_dns(ctx, validate, rounds=INLINE_ROUNDS, prefetch=True,
+                                 inline=len(raw) <= INLINE_MAX_BYTES)
         symbol = _SYMBOL[res.cv]
         reason = res.reason if res.cv != "pass" else ""
         why = f"{res.cv}: {res.reason}" + (f" (sealers {', '.join(res.sealers)})"

@@ -3,9 +3,10 @@
 Owns the verify filter: its options, the mapping of per-signature outcomes to symbols, the
 ``dkim.results`` fact (read by ``dmarc``) and the ``dkim=`` Authentication-Results entries.
 The cryptography and key parsing live in ``_dkim_verifier`` (it and ``_dkim_adapter`` are the
-only dkimpy importers); key records come from the pipeline's resolver (``query_sync`` in a
-worker thread, cached with the record's TTL), so a DNS timeout is ``temperror``, never
-``fail``.
+only dkimpy importers); key records come from the pipeline's resolver (cached with the
+record's TTL), so a DNS timeout is ``temperror``, never ``fail``. The verification runs on the
+event loop when its keys are in the cache or can be fetched asynchronously first, and in a
+worker thread otherwise or for messages over ``INLINE_MAX_BYTES`` (``_inline.run_with_dns``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ DEFAULT_SCORES: dict[str, float] = {
     "DKIM_WEAK_KEY": 0.0,
     "DKIM_TOO_MANY_SIGNATURES": 0.0,
 }
+#: larger messages are verified in a worker thread, not on the event loop (finding 21)
+INLINE_MAX_BYTES = 256 * 1024
+#: attempts on the loop: each may fetch one missing key asynchronously for the next
+INLINE_ROUNDS = 3
 # which symbol a per-signature result raises
 _RESULT_SYMBOL = {"pass": "R_DKIM_ALLOW", "fail": "R_DKIM_REJECT", "temperror": "R_DKIM_TEMPFAIL",
                   "permerror": "R_DKIM_PERMFAIL", "policy": "R_DKIM_PERMFAIL",
@@ -86,22 +91,25 @@ class DkimVerify(Filter):
         self.scores = check_scores(options.scores, list(DEFAULT_SCORES), "scores")
 
     async def check(self, ctx: Context, mail: Mail) -> FilterResult:
-        """Verify in a worker thread (CPU and blocking DNS), then map the results."""
+        """Verify (on the loop when the keys are known, else in a worker), map the results."""
         from . import _dkim_verifier as verifier
+        from ._inline import SyncResolver, run_with_dns
 
         if mail.message is None:
             return FilterResult()
         opts: DkimVerifyOptions = self.options
-        resolver = ctx.resolver
-
-        def lookup(name: str) -> tuple[str, ...]:
-            return resolver.query_sync(name, "TXT").records
-
         policy = verifier.VerifyPolicy(now=ctx.now(), min_rsa_bits=opts.min_rsa_bits,
                                       clock_skew=opts.clock_skew, allow_sha1=opts.allow_sha1)
         raw = mail.message.without_from_line()
-        results, found = await ctx.run_blocking(verifier.verify_dkim, raw, lookup, policy,
-                                                opts.max_signatures)
+
+        def verify(resolver: SyncResolver) -> tuple[list[SignatureResult], int]:
+            def lookup(name: str) -> tuple[str, ...]:
+                return resolver.query_sync(name, "TXT").records
+
+            return verifier.verify_dkim(raw, lookup, policy, opts.max_signatures)
+
+        results, found = await run_with_dns(ctx, verify, rounds=INLINE_ROUNDS, prefetch=True,
+                                            inline=len(raw) <= INLINE_MAX_BYTES)
         return self.result(results, found)
 
     def result(self, results: Sequence[SignatureResult], found: int) -> FilterResult:

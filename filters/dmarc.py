@@ -24,7 +24,6 @@ from typing import ClassVar, Literal
 
 from rohrpost.filter import Context, Filter, Mail, Stage
 from rohrpost.options import OptionError
-from rohrpost.pipeline import in_networks
 from rohrpost.result import Action, AuthResult, FilterResult, Symbol, Verdict
 
 from ._dmarc_discovery import discover, domain_exists
@@ -38,6 +37,7 @@ from ._dmarc_util import (
     from_domains,
     record_report,
 )
+from ._nets import in_networks
 from ._psl import DEFAULT_PATH, PublicSuffixList
 
 SYMBOLS = {"pass": "DMARC_POLICY_ALLOW", "reject": "DMARC_POLICY_REJECT",
@@ -113,6 +113,9 @@ class DmarcFilter(Filter):
         self.sample: Callable[[], float] = random.random
         #: report keys this process already wrote (fewer commits per message, finding 18)
         self.report_memo = ReportMemo()
+        #: organizational domains by domain (the PSL walk for the same few domains each time)
+        self.org_domain: Callable[[str], str] = functools.lru_cache(maxsize=4096)(
+            functools.partial(organizational_domain, self.psl))
 
     async def check(self, ctx: Context, mail: Mail) -> FilterResult:
         """Evaluate the From domain(s), decide the disposition, record report data."""
@@ -163,7 +166,7 @@ class DmarcFilter(Filter):
         return ev
 
     def _align(self, ev: Evaluation, mail: Mail, adkim: str, aspf: str) -> None:
-        org = functools.partial(organizational_domain, self.psl)
+        org = self.org_domain
         for sig in dkim_results(mail):
             if sig.get("result") == "pass" and aligned(str(sig.get("domain", "")), ev.author,
                                                        adkim, org):

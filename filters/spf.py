@@ -20,8 +20,9 @@ from typing import ClassVar
 from rohrpost.envelope import domain_of
 from rohrpost.filter import Context, Filter, Mail, Stage
 from rohrpost.options import OptionError
-from rohrpost.pipeline import in_networks
 from rohrpost.result import Action, AuthResult, FilterResult, Symbol, Verdict
+
+from ._nets import in_networks
 
 #: The seven RFC 7208 results, in the order of section 2.6.
 RESULTS = ("none", "neutral", "pass", "fail", "softfail", "temperror", "permerror")
@@ -160,24 +161,27 @@ class SpfFilter(Filter):
 
     async def _checks(self, ctx: Context, ip: str, sender: str, helo: str,
                       check_helo: bool) -> tuple[SpfCheck | None, SpfCheck | None]:
-        """Check HELO (when ``check_helo``), then MAIL FROM, in one worker-thread call.
+        """Check HELO (when ``check_helo``), then MAIL FROM, in one call.
 
-        MAIL FROM is checked when there is a sender and HELO was not refused. One hand-off
-        to the executor and back per message instead of one per identity.
+        MAIL FROM is checked when there is a sender and HELO was not refused. The call runs on
+        the event loop when every answer is in the resolver's cache, else in one worker-thread
+        call for both identities (``_inline.run_with_dns``; one attempt, no prefetch: pyspf
+        gives each query what is left of its time budget).
         """
+        from ._inline import SyncResolver, run_with_dns
         from ._spf_adapter import check_host
 
-        resolver = ctx.resolver  # created (once) on the loop thread, used from the worker
         budget = self.opts.timeout
+        context = contextvars.copy_context()  # check_host sets its resolver in there
 
-        def both() -> tuple[SpfCheck | None, SpfCheck | None]:
+        def both(resolver: SyncResolver) -> tuple[SpfCheck | None, SpfCheck | None]:
             first = check_host(resolver, ip, "", helo, total_timeout=budget) \
                 if check_helo else None
             if not sender or (first is not None and self._helo_refused(first)):
                 return first, None
             return first, check_host(resolver, ip, sender, helo, total_timeout=budget)
 
-        return await ctx.run_blocking(contextvars.copy_context().run, both)
+        return await run_with_dns(ctx, lambda resolver: context.run(both, resolver))
 
     async def check(self, ctx: Context, mail: Mail) -> FilterResult:
         """Check HELO (when enabled and not the only identity), then MAIL FROM."""

@@ -5,7 +5,10 @@ cache), the ``DnsAnswer`` value it returns, its ``DnsConfig`` and the two error 
 map to ``temperror`` (``DnsTempError``) and ``permerror`` (``DnsPermError``). SPF (through the
 pyspf shim), DKIM (through ``dkimpy_dnsfunc``), DMARC and DNSBL/URIBL filters call it; none of
 them imports dnspython. This module must not import dkim or spf and keeps no module state:
-every cache and counter belongs to a ``Resolver`` instance.
+every cache and counter belongs to a ``Resolver`` instance. ``Resolver.query_cached`` answers
+from the cache only, never waiting: blocking library checks use it to run on the event loop
+when every answer they need is cached (``filters/_inline.py``). A cache hit is the common case
+on a busy MX, so its path is kept short (docs/performance.md, finding 22).
 
 dnspython is imported lazily (when a ``Resolver`` is built): it costs most of the start-up
 of ``rohrpost run`` (DESIGN.md, section 4); the error and value classes are cheap to import.
@@ -24,8 +27,8 @@ Error mapping (decided here, so every filter maps the same way):
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import ipaddress
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -55,6 +58,10 @@ ERROR_TTL = 2.0
 EDNS_PAYLOAD = 1232
 _MAX_NAME = 253
 _MAX_LABEL = 63
+#: questions whose checked key a resolver remembers (names repeat: keys, SPF, DMARC)
+_MAX_KEYS = 4096
+#: what a name must not contain: NUL, controls, space, DEL, backslash
+_BAD_NAME_CHARS = re.compile(r"[\x00-\x20\x7f\\]")
 
 
 class DnsError(Exception):
@@ -152,7 +159,7 @@ def normalize_name(name: str | bytes) -> str:
         except UnicodeDecodeError as exc:
             raise DnsPermError("domain name is not UTF-8") from exc
     text = name[:-1] if name.endswith(".") else name
-    if not text or any(ord(c) <= 0x20 or c in "\x7f\\" for c in text):
+    if not text or _BAD_NAME_CHARS.search(text):
         raise DnsPermError(f"malformed domain name {name!r}")
     if not text.isascii():
         import dns.name
@@ -170,7 +177,10 @@ def normalize_name(name: str | bytes) -> str:
 
 
 class _Cache:
-    """A bounded LRU map from (name, rdtype) to an answer or an error, with expiry times."""
+    """A bounded LRU map from (name, rdtype) to an answer or an error, with expiry times.
+
+    It also counts hits and misses, under the same lock (one lock per lookup, not two).
+    """
 
     def __init__(self, size: int, clock: Callable[[], float]) -> None:
         self._size = size
@@ -179,21 +189,29 @@ class _Cache:
         self._entries: OrderedDict[tuple[str, str], tuple[float, DnsAnswer | DnsError]] = (
             OrderedDict()
         )
+        self.hits = 0
+        self.misses = 0
 
-    def get(self, key: tuple[str, str]) -> DnsAnswer | DnsError | None:
-        """Return the live entry for ``key`` (an answer carries its remaining TTL), or None."""
+    def get(self, key: tuple[str, str], *, count_miss: bool = True) -> DnsAnswer | DnsError | None:
+        """Return the live entry for ``key`` (an answer carries its remaining TTL), or None.
+
+        :param count_miss: count a miss (False for a look that will not be followed by a
+            query, so the query that follows later counts it once).
+        """
         with self._lock:
             entry = self._entries.get(key)
-            if entry is None:
-                return None
-            remaining = entry[0] - self._clock()
-            if remaining <= 0:
-                del self._entries[key]
+            remaining = entry[0] - self._clock() if entry is not None else 0.0
+            if entry is None or remaining <= 0:
+                if entry is not None:
+                    del self._entries[key]
+                if count_miss:
+                    self.misses += 1
                 return None
             self._entries.move_to_end(key)
+            self.hits += 1
         value = entry[1]
         if isinstance(value, DnsAnswer):
-            return dataclasses.replace(value, ttl=remaining)
+            return DnsAnswer(value.name, value.rdtype, value.records, remaining, value.nxdomain)
         return type(value)(*value.args)  # a fresh exception: tracebacks are per raise
 
     def put(self, key: tuple[str, str], value: DnsAnswer | DnsError, ttl: float) -> None:
@@ -235,7 +253,9 @@ class Resolver:
         self._config = config
         self._cache = _Cache(config.cache_size, clock)
         self._stats_lock = threading.Lock()
-        self._stats = {"hits": 0, "misses": 0, "timeouts": 0}
+        self._timeouts = 0
+        #: (name, rdtype) as asked -> the checked (name, TYPE) key; asked again and again
+        self._keys: dict[tuple[str | bytes, str], tuple[str, str]] = {}
         self._async = dns.asyncresolver.Resolver(configure=not config.servers)
         self._sync = dns.resolver.Resolver(configure=not config.servers)
         for resolver in (self._async, self._sync):
@@ -247,26 +267,44 @@ class Resolver:
             resolver.cache = None  # ours is shared between sync and async, and bounded
             resolver.retry_servfail = False
 
-    def _count(self, key: str) -> None:
-        with self._stats_lock:
-            self._stats[key] += 1
+    def _key(self, name: str | bytes, rdtype: str) -> tuple[str, str]:
+        """The cache key of a question: the checked name and the type's upper-case text.
 
-    def _start(self, name: str | bytes, rdtype: str) -> tuple[tuple[str, str], DnsAnswer | None]:
-        """Validate the question (unknown rdtype: ValueError); return key and cached answer."""
+        :raises DnsPermError: for a malformed name; ``ValueError`` for an unknown type.
+        """
+        key = self._keys.get((name, rdtype))
+        if key is not None:
+            return key
         import dns.rdatatype
 
         try:
             key = (normalize_name(name), dns.rdatatype.to_text(dns.rdatatype.from_text(rdtype)))
         except dns.rdatatype.UnknownRdatatype as exc:
             raise ValueError(f"unknown DNS type {rdtype!r}") from exc
+        if len(self._keys) >= _MAX_KEYS:
+            self._keys.clear()
+        self._keys[(name, rdtype)] = key
+        return key
+
+    def _start(self, name: str | bytes, rdtype: str) -> tuple[tuple[str, str], DnsAnswer | None]:
+        """Validate the question (unknown rdtype: ValueError); return key and cached answer."""
+        key = self._key(name, rdtype)
         cached = self._cache.get(key)
-        if cached is None:
-            self._count("misses")
-            return key, None
-        self._count("hits")
         if isinstance(cached, DnsError):
             raise cached
         return key, cached
+
+    def query_cached(self, name: str | bytes, rdtype: str) -> DnsAnswer | None:
+        """What ``query_sync`` would return if it is in the cache; None when it is not.
+
+        Never sends a query and never waits. A cached error is raised, as ``query_sync``
+        raises it; a malformed name raises ``DnsPermError``. Counts a hit, never a miss (the
+        query that follows a None counts it). Safe from any thread, the event loop's too.
+        """
+        cached = self._cache.get(self._key(name, rdtype), count_miss=False)
+        if isinstance(cached, DnsError):
+            raise cached
+        return cached
 
     async def query(self, name: str | bytes, rdtype: str) -> DnsAnswer:
         """Look up ``name``/``rdtype`` on the asyncio loop.
@@ -343,7 +381,8 @@ class Resolver:
     def stats(self) -> dict[str, int]:
         """Return counters: ``hits`` and ``misses`` of the cache, ``timeouts`` of queries."""
         with self._stats_lock:
-            return dict(self._stats)
+            return {"hits": self._cache.hits, "misses": self._cache.misses,
+                    "timeouts": self._timeouts}
 
     def _answered(self, key: tuple[str, str], result: dns.resolver.Answer) -> DnsAnswer:
         """Turn a NOERROR response into a cached answer (positive or NODATA)."""
@@ -385,7 +424,8 @@ class Resolver:
             return self._negative(key, responses[0] if responses else None, nxdomain=True)
         error: DnsError
         if isinstance(exc, dns.exception.Timeout | TimeoutError):
-            self._count("timeouts")
+            with self._stats_lock:
+                self._timeouts += 1
             error = DnsTempError(f"DNS timeout for {key[1]} {key[0]}")
         elif isinstance(exc, dns.resolver.YXDOMAIN | dns.message.ChainTooLong) or (
                 isinstance(exc, dns.resolver.NoNameservers) and _wraps_chain_too_long(exc)):
