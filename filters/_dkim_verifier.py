@@ -562,7 +562,10 @@ def _unsigned_body(signer: Any, sig: dict[bytes, bytes], reference: bool) -> boo
     """Return True when ``l=`` leaves canonicalized body content outside the signature."""
     if b"l" not in sig:
         return False
-    policy = CanonicalizationPolicy.from_c_value(sig.get(b"c", b"simple/simple"))
+    try:
+        policy = CanonicalizationPolicy.from_c_value(sig.get(b"c", b"simple/simple"))
+    except InvalidCanonicalizationPolicyError as exc:  # not a DKIMException: name it here
+        raise _Outcome("permerror", f"bad c= tag: {exc}") from None
     if reference:
         length = len(policy.canonicalize_body(signer.body))
     else:

@@ -228,9 +228,7 @@ def _outcome(fn: Callable[[], Any]) -> Any:
 
 def _same(raw: bytes, lookup: Callable[[str], Any], policy: verifier.VerifyPolicy,
           max_signatures: int = 5) -> list[verifier.SignatureResult]:
-    """verify_dkim's results; equal to dkimpy's. Today a signature with ``l=`` and a bad
-    ``c=`` raises out of verify_dkim in both (the filter's on_error applies): kept as it was.
-    """
+    """verify_dkim's results; equal to dkimpy's (both paths, results or exceptions)."""
     got = _outcome(lambda: verifier.verify_dkim(raw, lookup, policy, max_signatures))
     want = _outcome(lambda: verifier.verify_dkim(raw, lookup, policy, max_signatures,
                                                  reference=True))
@@ -440,3 +438,21 @@ def test_last_message_split_is_shared_not_aliased() -> None:
     assert verifier._parsed(copy)[2] is not bodies
     with pytest.raises(dkim.MessageFormatError, match="Unexpected characters"):
         verifier._parsed(b"no colon here\r\n\r\n")
+
+
+def test_l_tag_with_a_bad_c_tag_is_a_permerror_not_an_exception() -> None:
+    """Such a signature once raised out of verify_dkim, so the filter's on_error (tempfail by
+    default) kept the mail coming back forever; it is that signature's permerror."""
+    raw = (b"DKIM-Signature: v=1; a=rsa-sha256; c=bogus/worse; d=football.example.com;\r\n"
+           b" s=test; l=5; h=from; bh=AAAA; b=AAAA\r\nFrom: a@football.example.com\r\n"
+           b"\r\nbody\r\n")
+    record = RECORDS_DKIMPY["test._domainkey.football.example.com"]
+
+    def lookup(name: str) -> list[str]:  # a real key: the check reaches l= and c=
+        assert name == "test._domainkey.football.example.com"
+        return [record]
+
+    for reference in (False, True):
+        results, count = verifier.verify_dkim(raw, lookup, POLICIES[0], 5, reference=reference)
+        assert count == 1
+        assert results[0].result == "permerror", results[0]
