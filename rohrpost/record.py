@@ -33,9 +33,12 @@ class Record:  # noqa: PLW1641 - unhashable on purpose, see below
     __slots__ = ()
     #: the field names in declaration order (the ``__init__`` parameters)
     _fields: ClassVar[tuple[str, ...]] = ()
+    #: the fields ``repr`` shows, when not all (``field(repr=False)`` of a dataclass)
+    _repr_fields: ClassVar[tuple[str, ...] | None] = None
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
+        shown = self._fields if self._repr_fields is None else self._repr_fields
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in shown)
         return f"{type(self).__qualname__}({fields})"
 
     def __eq__(self, other: object) -> bool:

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from rohrpost import (
     changes,
     config,
+    dns,
     envelope,
     envsource,
     filter,
@@ -55,8 +56,12 @@ RECORDS: list[type[Record]] = [
     changes.AddRecipient, changes.DeleteRecipient, changes.ChangeSender, envelope.Envelope,
     message.Header, filter.Mail, filter.Context, pipeline.Step, pipeline.StepRun,
     pipeline.Session, runner.Processed, policy.Outcome, envsource.EnvelopeArgs, config.Config,
-    config.FilterSpec,
+    config.FilterSpec, dns.DnsAnswer, dns.DnsConfig,
 ]
+DKIM_RECORDS = {"rohrpost.filters._dkim_verifier": ("VerifyPolicy", "SignatureResult"),
+                "rohrpost.filters._dkim_adapter": ("PrivateKey", "ArcResult")}
+RECORDS += [getattr(importlib.import_module(module), name)
+            for module, names in DKIM_RECORDS.items() for name in names]
 
 
 def _all_records() -> Iterator[type[Record]]:
@@ -69,7 +74,7 @@ def _all_records() -> Iterator[type[Record]]:
 
 
 def test_every_record_is_checked_here() -> None:
-    for name in ("rohrpost.services", "rohrpost.apply", "rohrpost.quarantine"):
+    for name in ("rohrpost.services", "rohrpost.apply", "rohrpost.quarantine", "rohrpost.pipemode"):
         importlib.import_module(name)
     assert {c for c in _all_records() if c.__module__.startswith("rohrpost.")} == set(RECORDS)
 
@@ -123,6 +128,13 @@ def test_defaults_are_fresh_per_instance_and_replace_works() -> None:
     assert replace(result.Symbol("A", 1.0), reason="r") == result.Symbol("A", 1.0, "r")
     with pytest.raises(TypeError, match="unexpected keyword argument 'nope'"):
         env.replace(nope=1)
+
+
+def test_a_field_left_out_of_repr_stays_out() -> None:
+    adapter = importlib.import_module("rohrpost.filters._dkim_adapter")
+    key = adapter.PrivateKey("rsa", {"private": 1}, "MIIB", 2048, b"-----BEGIN")
+    assert repr(key) == "PrivateKey(kind='rsa', public='MIIB', bits=2048)"
+    assert key == adapter.PrivateKey("rsa", {"private": 1}, "MIIB", 2048, b"-----BEGIN")
 
 
 def test_validation_still_happens_at_construction() -> None:
