@@ -15,11 +15,15 @@ usage messages and exit codes. Both paths run ``rohrpost.pipemode.run_command``
 
 from __future__ import annotations
 
+import gc
 import os
 import stat
 import sys
-from collections.abc import Mapping, Sequence
-from typing import NoReturn
+
+TYPE_CHECKING = False  # not typing's: importing typing is what main() does with the GC off
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import NoReturn
 
 #: ``rohrpost run``'s options: every spelling click accepts, to the parameter it sets
 RUN_OPTIONS = {
@@ -92,8 +96,13 @@ def _click_accepts_path(path: str) -> bool:
 
 def main(prog_name: str | None = None) -> None:
     """Run ``rohrpost`` with ``sys.argv`` and exit with its status."""
+    # Starting triggers eight collections that free nothing (modules, classes and the
+    # configuration live until exit): 2.5 M instructions, 1.3 % of a run. The collector is
+    # back on before the message is read (rohrpost.pipemode.run_pipe), and for all of click.
+    gc.disable()
     args = parse_run(sys.argv[1:], os.environ)
     if args is None:
+        gc.enable()
         from rohrpost.cli import main as cli
 
         if prog_name is None:

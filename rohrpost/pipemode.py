@@ -12,6 +12,7 @@ anything unexpected exits 75.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -128,6 +129,7 @@ def run_pipe(config: Config, pipeline: Pipeline, args: EnvelopeArgs, deliver: st
 
     # log lines wait until the status line is on stderr: pipe(8) reads the code from the start
     setup_logging(config.log.level, config.log.target, config.log.format, hold=True)
+    gc.enable()  # rohrpost.launch starts with the collector off; the message is processed with it
     try:
         raw = read_message(config.pipeline.max_size)
         if len(raw) > config.pipeline.max_size:
