@@ -25,9 +25,11 @@ def rohrpost_argv() -> list[str]:
     """``rohrpost`` from this checkout with the bench's interpreter (what bin/rohrpost execs).
 
     Not bin/rohrpost itself: it picks ``REPO/.venv`` or ``python3``, and a worktree may have
-    no .venv of its own; the bench runs with the interpreter that has the dependencies.
+    no .venv of its own; the bench runs with the interpreter that has the dependencies. The
+    entry point is bin/rohrpost's (``rohrpost.launch``), so pipe mode measures the click-free
+    ``rohrpost run``; it does not count the launcher's ``sh`` (about 1 ms).
     """
-    code = ("import sys; sys.path.insert(0, sys.argv.pop(1)); from rohrpost.cli import main; "
+    code = ("import sys; sys.path.insert(0, sys.argv.pop(1)); from rohrpost.launch import main; "
             "main(prog_name='rohrpost')")
     return [sys.executable, "-c", code, str(REPO)]
 

@@ -105,8 +105,11 @@ def dkimpy_milter_conf(d: Path, listen: Listen, mode: str, *, domain: str, selec
 
 
 def opendmarc_conf(d: Path, listen: Listen) -> str:
-    """opendmarc.conf(5): checks every client (IgnoreHosts names nobody), SPF done itself,
-    report data appended to a history file (what opendmarc-importstats reads)."""
+    """opendmarc.conf(5): every client checked, SPF done itself, report data kept.
+
+    IgnoreHosts names nobody; the history file (what opendmarc-importstats reads) is the
+    report data that rohrpost's dmarc filter collects too.
+    """
     return kv_conf({
         "Socket": listen.milter, "Background": False, "Syslog": False,
         "PidFile": str(d / "opendmarc.pid"), "AuthservID": AUTHSERV_ID,

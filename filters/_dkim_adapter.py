@@ -30,7 +30,6 @@ import binascii
 import hashlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import dkim
@@ -38,6 +37,8 @@ import dkim.crypto
 import dkim.util
 import nacl.signing
 from dkim.canonicalization import CanonicalizationPolicy
+
+from rohrpost.record import FrozenRecord
 
 from ._dkim_der import DkimKeyError, ed25519_pem, ed25519_seed, pem_body, rsa_spki
 from ._dkim_verifier import (
@@ -74,8 +75,7 @@ __all__ = [
 # -- keys ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PrivateKey:
+class PrivateKey(FrozenRecord):
     """A parsed signing key.
 
     :param kind: ``rsa`` or ``ed25519``.
@@ -86,12 +86,24 @@ class PrivateKey:
     :param openssl: the same RSA key for OpenSSL (``_dkim_fast``); None for Ed25519.
     """
 
+    _fields = ("kind", "key", "public", "bits", "pem", "openssl")
+    _repr_fields = ("kind", "public", "bits")  # private numbers stay out of logs and reports
     kind: str
-    key: Any = field(repr=False)  # private numbers stay out of logs and test reports
+    key: Any
     public: str
     bits: int
-    pem: bytes = field(repr=False)
-    openssl: RSAPrivateKey | None = field(default=None, repr=False)
+    pem: bytes
+    openssl: RSAPrivateKey | None
+
+    def __init__(self, kind: str, key: Any, public: str, bits: int,  # noqa: PLR0917
+                 pem: bytes, openssl: RSAPrivateKey | None = None) -> None:
+        _set = object.__setattr__
+        _set(self, "kind", kind)
+        _set(self, "key", key)
+        _set(self, "public", public)
+        _set(self, "bits", bits)
+        _set(self, "pem", pem)
+        _set(self, "openssl", openssl)
 
     @property
     def algorithm(self) -> str:

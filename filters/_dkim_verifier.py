@@ -43,7 +43,6 @@ import logging
 import re
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import dkim
@@ -57,6 +56,7 @@ from dkim.canonicalization import (
 )
 
 from rohrpost.dns import DnsPermError, DnsTempError
+from rohrpost.record import FrozenRecord
 
 from . import _dkim_canon as canon
 
@@ -83,8 +83,7 @@ def text(value: bytes | None) -> str:
     return (value or b"").decode("utf-8", "replace")
 
 
-@dataclass(frozen=True)
-class VerifyPolicy:
+class VerifyPolicy(FrozenRecord):
     """What the verifier accepts.
 
     :param now: the current time (injected clock), for ``t=`` and ``x=``.
@@ -93,25 +92,49 @@ class VerifyPolicy:
     :param allow_sha1: accept rsa-sha1 (RFC 8301 forbids it; off by default).
     """
 
+    _fields = ("now", "min_rsa_bits", "clock_skew", "allow_sha1")
     now: float
-    min_rsa_bits: int = 1024
-    clock_skew: int = 300
-    allow_sha1: bool = False
+    min_rsa_bits: int
+    clock_skew: int
+    allow_sha1: bool
+
+    def __init__(self, now: float, min_rsa_bits: int = 1024, clock_skew: int = 300,
+                 allow_sha1: bool = False) -> None:
+        _set = object.__setattr__
+        _set(self, "now", now)
+        _set(self, "min_rsa_bits", min_rsa_bits)
+        _set(self, "clock_skew", clock_skew)
+        _set(self, "allow_sha1", allow_sha1)
 
 
-@dataclass(frozen=True)
-class SignatureResult:
+class SignatureResult(FrozenRecord):
     """The outcome of one DKIM-Signature (RFC 8601 result words)."""
 
+    _fields = ("domain", "selector", "result", "algorithm", "reason", "b", "identity",
+               "key_bits", "unsigned_body")
     domain: str
     selector: str
     result: str
     algorithm: str
-    reason: str = ""
-    b: str = ""
-    identity: str = ""
-    key_bits: int = 0
-    unsigned_body: bool = False
+    reason: str
+    b: str
+    identity: str
+    key_bits: int
+    unsigned_body: bool
+
+    def __init__(self, domain: str, selector: str, result: str,  # noqa: PLR0917
+                 algorithm: str, reason: str = "", b: str = "", identity: str = "",
+                 key_bits: int = 0, unsigned_body: bool = False) -> None:
+        _set = object.__setattr__
+        _set(self, "domain", domain)
+        _set(self, "selector", selector)
+        _set(self, "result", result)
+        _set(self, "algorithm", algorithm)
+        _set(self, "reason", reason)
+        _set(self, "b", b)
+        _set(self, "identity", identity)
+        _set(self, "key_bits", key_bits)
+        _set(self, "unsigned_body", unsigned_body)
 
     def fact(self) -> dict[str, str]:
         """Return the dict published in the ``dkim.results`` fact."""
@@ -119,14 +142,21 @@ class SignatureResult:
                 "algorithm": self.algorithm, "reason": self.reason}
 
 
-@dataclass(frozen=True)
-class ArcResult:
+class ArcResult(FrozenRecord):
     """Chain validation: ``cv`` pass/fail/none/temperror, sealer domains oldest first."""
 
+    _fields = ("cv", "sealers", "reason", "instances")
     cv: str
     sealers: tuple[str, ...]
     reason: str
     instances: int
+
+    def __init__(self, cv: str, sealers: tuple[str, ...], reason: str, instances: int) -> None:
+        _set = object.__setattr__
+        _set(self, "cv", cv)
+        _set(self, "sealers", sealers)
+        _set(self, "reason", reason)
+        _set(self, "instances", instances)
 
 
 # -- the RSA public-key operation ---------------------------------------------------------------

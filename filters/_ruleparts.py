@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from rohrpost.changes import (
@@ -26,20 +25,21 @@ from rohrpost.changes import (
 )
 from rohrpost.envelope import Envelope
 from rohrpost.message import Message
+from rohrpost.options import OptionTable, option
 from rohrpost.result import Action, Verdict
 
 MAX_HEADER_MATCH = 64 * 1024
 PLACEHOLDERS = frozenset({"rule", "score"})
 PATTERN_KEYS = ("regex", "envelope_from", "envelope_to", "helo", "auth_user", "body")
-_ADDRESS_RE = re.compile(r"^[^\s<>()\[\];,\"\\]+@[^\s<>()\[\];,\"\\@]+$")
+# compiled on first use (re's cache): only rules that change recipients have addresses
+_ADDRESS_RE = r"^[^\s<>()\[\];,\"\\]+@[^\s<>()\[\];,\"\\@]+$"
 
 
-@dataclass(frozen=True)
-class HeaderValue:
+class HeaderValue(OptionTable):
     """A header to write: ``{ name = "X-Foo", value = "{rule} hit" }``."""
 
-    name: str = field(metadata={"help": "header field name"})
-    value: str = field(metadata={"help": "value; {rule} and {score} are filled in"})
+    name: str = option(metadata={"help": "header field name"})
+    value: str = option(metadata={"help": "value; {rule} and {score} are filled in"})
 
     def __post_init__(self) -> None:
         check_header_name(self.name)
@@ -121,7 +121,7 @@ def _example(action: str) -> str:
 
 def check_address(addr: str, where: str) -> None:
     """Refuse recipient addresses that are not a plain ``local@domain``."""
-    if addr and not _ADDRESS_RE.match(addr):
+    if addr and not re.match(_ADDRESS_RE, addr):
         raise ValueError(f"{where}: {addr!r} is not a plain address like user@example.org")
 
 

@@ -11,13 +11,12 @@ worker thread otherwise or for messages over ``INLINE_MAX_BYTES`` (``_inline.run
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from rohrpost.filter import Context, Filter, Mail, Stage
-from rohrpost.options import OptionError, suggest
+from rohrpost.options import OptionError, OptionTable, option, suggest
+from rohrpost.record import replace
 from rohrpost.result import AuthResult, FilterResult, Symbol
 
 if TYPE_CHECKING:
@@ -43,8 +42,7 @@ _RESULT_SYMBOL = {"pass": "R_DKIM_ALLOW", "fail": "R_DKIM_REJECT", "temperror": 
                   "neutral": "R_DKIM_PERMFAIL"}
 
 
-@dataclass(frozen=True)
-class DkimVerifyOptions:
+class DkimVerifyOptions(OptionTable):
     """Options of ``dkim-verify``.
 
     :param max_signatures: evaluate at most this many signatures (top first); more are ignored.
@@ -63,7 +61,7 @@ class DkimVerifyOptions:
     l_policy: Literal["accept", "flag", "ignore-signature"] = "flag"
     clock_skew: int = 300
     allow_sha1: bool = False
-    scores: dict[str, float] = field(default_factory=dict)
+    scores: dict[str, float] = option(default_factory=dict)
 
 
 def check_scores(scores: dict[str, float], known: Sequence[str], where: str) -> dict[str, float]:
@@ -146,10 +144,10 @@ class DkimVerify(Filter):
         if not r.unsigned_body:
             return r
         if self.options.l_policy == "ignore-signature":
-            return dataclasses.replace(r, result="policy", reason="l= leaves content unsigned",
-                                       unsigned_body=False)
+            return replace(r, result="policy", reason="l= leaves content unsigned",
+                           unsigned_body=False)
         if self.options.l_policy == "flag":
-            return dataclasses.replace(r, reason="l= leaves content unsigned")
+            return replace(r, reason="l= leaves content unsigned")
         return r
 
     def _symbol(self, name: str, reason: str) -> Symbol:

@@ -9,13 +9,13 @@ intended). Deletions address occurrences highest first, so each index stays vali
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
 from rohrpost.changes import Change, check_header_name, delete_header
 from rohrpost.filter import Context, Filter, Mail, Stage
 from rohrpost.message import Message
+from rohrpost.options import OptionTable, option
 from rohrpost.pipeline import in_networks
 from rohrpost.result import Action, FilterResult, Symbol, Verdict
 
@@ -32,29 +32,28 @@ def _h(text: str) -> dict[str, str]:
     return {"help": text}
 
 
-@dataclass(frozen=True)
-class HeadersOptions:
+class HeadersOptions(OptionTable):
     """Options of the ``headers`` filter."""
 
-    remove: list[str] = field(default_factory=lambda: list(DEFAULT_REMOVE), metadata=_h(
+    remove: list[str] = option(default_factory=lambda: list(DEFAULT_REMOVE), metadata=_h(
         "headers deleted from every message (forged verdicts)"))
-    remove_auth_results: bool = field(default=True, metadata=_h(
+    remove_auth_results: bool = option(default=True, metadata=_h(
         "delete Authentication-Results that claim our authserv-id"))
-    remove_from_untrusted: list[str] = field(default_factory=list, metadata=_h(
+    remove_from_untrusted: list[str] = option(default_factory=list, metadata=_h(
         "headers deleted unless the client authenticated or is in trusted_networks"))
-    max_header_count: int = field(default=1000, metadata=_h("most header fields allowed"))
-    max_header_size: int = field(default=64 * 1024, metadata=_h(
+    max_header_count: int = option(default=1000, metadata=_h("most header fields allowed"))
+    max_header_size: int = option(default=64 * 1024, metadata=_h(
         "largest single header field, in bytes (folding included)"))
-    max_headers_total: int = field(default=1024 * 1024, metadata=_h(
+    max_headers_total: int = option(default=1024 * 1024, metadata=_h(
         "largest header block, in bytes"))
-    action: Literal["reject", "tempfail", "score"] = field(default="reject", metadata=_h(
+    action: Literal["reject", "tempfail", "score"] = option(default="reject", metadata=_h(
         "what exceeding a limit does; score adds the limit's symbol with `score`"))
-    message: str = field(default="", metadata=_h(
+    message: str = option(default="", metadata=_h(
         "reply line; default '552 5.6.0 Headers too large' (452 4.6.0 for tempfail)"))
-    score: float = field(default=5.0, metadata=_h("score of a limit symbol when action=score"))
-    singletons: list[str] = field(default_factory=lambda: list(SINGLETONS), metadata=_h(
+    score: float = option(default=5.0, metadata=_h("score of a limit symbol when action=score"))
+    singletons: list[str] = option(default_factory=lambda: list(SINGLETONS), metadata=_h(
         "headers RFC 5322 allows once; a repeat gives HEADER_DUPLICATE_<NAME>"))
-    duplicate_score: float = field(default=1.0, metadata=_h("score of HEADER_DUPLICATE_*"))
+    duplicate_score: float = option(default=1.0, metadata=_h("score of HEADER_DUPLICATE_*"))
 
     def __post_init__(self) -> None:
         for name in (*self.remove, *self.remove_from_untrusted, *self.singletons):

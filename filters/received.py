@@ -10,23 +10,22 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from rohrpost.changes import InsertHeader
 from rohrpost.envelope import Envelope
 from rohrpost.filter import Context, Filter, Mail, Stage
 from rohrpost.message import Message
+from rohrpost.options import OptionTable, option
 from rohrpost.result import Action, FilterResult, Symbol, Verdict
 
 HOPS_REPLY = "554 5.4.6 Too many hops"
 LOOP_REPLY = "554 5.4.6 Mail loop detected"
 _BY_RE = re.compile(r"\bby\s+([^\s;()]+)", re.IGNORECASE)
-_UNSAFE_RE = re.compile(r"[^A-Za-z0-9.\-_:@+=]")
+_UNSAFE_RE = r"[^A-Za-z0-9.\-_:@+=]"  # compiled on first use (re's cache): add_received only
 
 
-@dataclass(frozen=True)
-class ReceivedOptions:
+class ReceivedOptions(OptionTable):
     """Options of the ``received`` filter.
 
     ``max_hops`` defaults to 30, Exim's ``received_headers_max``: between sendmail's
@@ -36,13 +35,13 @@ class ReceivedOptions:
     (after a content filter re-injection) before a repeat means a loop.
     """
 
-    max_hops: int = field(default=30, metadata={
+    max_hops: int = option(default=30, metadata={
         "help": "reject (554 5.4.6) when there are more Received headers than this"})
-    max_self: int = field(default=3, metadata={
+    max_self: int = option(default=3, metadata={
         "help": "reject as a loop when more Received headers than this name us in 'by'"})
-    self_names: list[str] = field(default_factory=list, metadata={
+    self_names: list[str] = option(default_factory=list, metadata={
         "help": "other names of this host that count as us (default: the hostname only)"})
-    add_received: bool = field(default=False, metadata={
+    add_received: bool = option(default=False, metadata={
         "help": "insert our own Received header at the top (pipe and fetch modes)"})
 
     def __post_init__(self) -> None:
@@ -58,7 +57,7 @@ def by_host(value: str) -> str:
 
 def _token(text: str, default: str = "unknown") -> str:
     """Make a client-supplied name safe inside a Received header (no comments, no ';')."""
-    return _UNSAFE_RE.sub("?", text.strip())[:255] or default
+    return re.sub(_UNSAFE_RE, "?", text.strip())[:255] or default
 
 
 def received_value(env: Envelope, hostname: str, when: float) -> str:

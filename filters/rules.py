@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from rohrpost.changes import Change
 from rohrpost.envelope import Envelope
 from rohrpost.filter import Context, Filter, Mail, Stage
 from rohrpost.message import Message
+from rohrpost.options import OptionTable, option
 from rohrpost.result import NOTHING, FilterResult, Symbol, Verdict, safe_text
 
 from ._ruleparts import (
@@ -50,46 +50,45 @@ def _h(text: str) -> dict[str, str]:
     return {"help": text}
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(OptionTable):
     """One rule: conditions (all must hold; none means "always") and what a match does."""
 
-    name: str = field(metadata=_h("symbol name, also {rule} in header values"))
-    header: str = field(default="", metadata=_h("header the header tests look at"))
-    regex: str | None = field(default=None, metadata=_h("regex searched in any occurrence"))
-    equals: str | None = field(default=None, metadata=_h("any occurrence equals (no case)"))
-    contains: str | None = field(default=None, metadata=_h("any occurrence contains (no case)"))
-    exists: bool | None = field(default=None, metadata=_h("header present / absent"))
-    count_min: int | None = field(default=None, metadata=_h("at least this many occurrences"))
-    count_max: int | None = field(default=None, metadata=_h("at most this many occurrences"))
-    in_list: str = field(default="", metadata=_h("file, one value a line; value or address in it"))
-    values: list[str] = field(default_factory=list, metadata=_h("inline list, like in_list"))
-    envelope_from: str | None = field(default=None, metadata=_h("regex on MAIL FROM"))
-    envelope_to: str | None = field(default=None, metadata=_h("regex; any recipient matches"))
-    client_ip: list[str] = field(default_factory=list, metadata=_h("client in these CIDRs"))
-    helo: str | None = field(default=None, metadata=_h("regex on HELO/EHLO"))
-    auth_user: str | None = field(default=None, metadata=_h("regex on the SASL user"))
-    authenticated: bool | None = field(default=None, metadata=_h("client authenticated or not"))
-    body: str | None = field(default=None, metadata=_h("regex on the decoded text parts"))
-    body_max: int = field(default=DEFAULT_BODY_MAX, metadata=_h("characters of text for body"))
-    size_over: int | None = field(default=None, metadata=_h("message larger than (bytes)"))
-    size_under: int | None = field(default=None, metadata=_h("message smaller than (bytes)"))
-    negate: bool = field(default=False, metadata=_h("written `not = true`: negate the rule"))
-    score: float | None = field(default=None, metadata=_h("score of the symbol NAME"))
-    action: ActionName | None = field(default=None, metadata=_h("final action; first wins"))
-    message: str = field(default="", metadata=_h("reply line, e.g. '550 5.7.1 text'"))
-    add_header: HeaderValue | None = field(default=None, metadata=_h("{name, value} to add"))
-    remove_header: str = field(default="", metadata=_h("delete every occurrence"))
-    change_header: HeaderValue | None = field(default=None, metadata=_h("set first {name}"))
-    add_recipient: str = field(default="", metadata=_h("add this envelope recipient"))
-    delete_recipient: str = field(default="", metadata=_h("remove this envelope recipient"))
-    redirect: str = field(default="", metadata=_h("replace all recipients with this one"))
-    stop: bool = field(default=False, metadata=_h("evaluate no further rules after a match"))
+    name: str = option(metadata=_h("symbol name, also {rule} in header values"))
+    header: str = option(default="", metadata=_h("header the header tests look at"))
+    regex: str | None = option(default=None, metadata=_h("regex searched in any occurrence"))
+    equals: str | None = option(default=None, metadata=_h("any occurrence equals (no case)"))
+    contains: str | None = option(default=None, metadata=_h("any occurrence contains (no case)"))
+    exists: bool | None = option(default=None, metadata=_h("header present / absent"))
+    count_min: int | None = option(default=None, metadata=_h("at least this many occurrences"))
+    count_max: int | None = option(default=None, metadata=_h("at most this many occurrences"))
+    in_list: str = option(default="", metadata=_h("file, one value a line; value or address in it"))
+    values: list[str] = option(default_factory=list, metadata=_h("inline list, like in_list"))
+    envelope_from: str | None = option(default=None, metadata=_h("regex on MAIL FROM"))
+    envelope_to: str | None = option(default=None, metadata=_h("regex; any recipient matches"))
+    client_ip: list[str] = option(default_factory=list, metadata=_h("client in these CIDRs"))
+    helo: str | None = option(default=None, metadata=_h("regex on HELO/EHLO"))
+    auth_user: str | None = option(default=None, metadata=_h("regex on the SASL user"))
+    authenticated: bool | None = option(default=None, metadata=_h("client authenticated or not"))
+    body: str | None = option(default=None, metadata=_h("regex on the decoded text parts"))
+    body_max: int = option(default=DEFAULT_BODY_MAX, metadata=_h("characters of text for body"))
+    size_over: int | None = option(default=None, metadata=_h("message larger than (bytes)"))
+    size_under: int | None = option(default=None, metadata=_h("message smaller than (bytes)"))
+    negate: bool = option(default=False, metadata=_h("written `not = true`: negate the rule"))
+    score: float | None = option(default=None, metadata=_h("score of the symbol NAME"))
+    action: ActionName | None = option(default=None, metadata=_h("final action; first wins"))
+    message: str = option(default="", metadata=_h("reply line, e.g. '550 5.7.1 text'"))
+    add_header: HeaderValue | None = option(default=None, metadata=_h("{name, value} to add"))
+    remove_header: str = option(default="", metadata=_h("delete every occurrence"))
+    change_header: HeaderValue | None = option(default=None, metadata=_h("set first {name}"))
+    add_recipient: str = option(default="", metadata=_h("add this envelope recipient"))
+    delete_recipient: str = option(default="", metadata=_h("remove this envelope recipient"))
+    redirect: str = option(default="", metadata=_h("replace all recipients with this one"))
+    stop: bool = option(default=False, metadata=_h("evaluate no further rules after a match"))
     # compiled at load by __post_init__ (not options: init=False)
-    patterns: dict[str, re.Pattern[str]] = field(default_factory=dict, init=False, repr=False)
-    networks: tuple[Network, ...] = field(default=(), init=False, repr=False)
-    members: frozenset[str] = field(default=frozenset(), init=False, repr=False)
-    verdict: Verdict | None = field(default=None, init=False, repr=False)
+    patterns: dict[str, re.Pattern[str]] = option(default_factory=dict, init=False, repr=False)
+    networks: tuple[Network, ...] = option(default=(), init=False, repr=False)
+    members: frozenset[str] = option(default=frozenset(), init=False, repr=False)
+    verdict: Verdict | None = option(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         where = f"rule {self.name!r}"
@@ -119,11 +118,10 @@ class Rule:
             check_address(addr, where)
 
 
-@dataclass(frozen=True, init=False, repr=False, eq=False)
-class RuleSpec(Rule):
+class RuleSpec(Rule, init=False, repr=False, eq=False):
     """``[[filter.rule]]`` as written: ``Rule`` plus the key ``not``.
 
-    ``not`` is a Python keyword, so no ordinary dataclass field can carry it and the core's
+    ``not`` is a Python keyword, so no ordinary field can carry it and the core's
     option builder maps keys to field names 1:1. This subclass declares the field by hand (no
     generated ``__init__``/``__repr__``/``__eq__``, which would need ``self.not``) and hands the
     value on to ``Rule.negate``.
@@ -137,11 +135,10 @@ class RuleSpec(Rule):
         Rule.__init__(self, negate=negate, **kwargs)
 
 
-@dataclass(frozen=True)
-class RulesOptions:
+class RulesOptions(OptionTable):
     """Options of the ``rules`` filter: the rules, in order."""
 
-    rule: list[RuleSpec] = field(default_factory=list, metadata=_h(
+    rule: list[RuleSpec] = option(default_factory=list, metadata=_h(
         "[[filter.rule]] tables, evaluated in order; first final action wins"))
 
     def __post_init__(self) -> None:

@@ -9,11 +9,11 @@ MTA's own limit (Postfix ``message_size_limit``) is what refuses oversized mail 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
 from rohrpost.filter import Context, Filter, Mail, Stage
+from rohrpost.options import OptionTable, option
 from rohrpost.result import Action, FilterResult, Symbol, Verdict
 
 # Postfix's default message_size_limit, so an unconfigured filter agrees with an unconfigured MTA
@@ -24,20 +24,19 @@ DEFAULT_MESSAGES = MappingProxyType({
 })
 
 
-@dataclass(frozen=True)
-class SizeOptions:
+class SizeOptions(OptionTable):
     """Options of the ``size`` filter."""
 
-    max_size: int = field(default=DEFAULT_MAX_SIZE, metadata={
+    max_size: int = option(default=DEFAULT_MAX_SIZE, metadata={
         "help": "largest message accepted, in bytes (declared SIZE= or real size)"})
-    action: Literal["reject", "tempfail"] = field(default="reject", metadata={
+    action: Literal["reject", "tempfail"] = option(default="reject", metadata={
         "help": "what happens to a message over max_size"})
-    message: str = field(default="", metadata={
+    message: str = option(default="", metadata={
         "help": "reply line; default '552 5.3.4 Message size exceeds fixed limit' "
                 "(452 4.3.4 for tempfail)"})
-    score_over: int | None = field(default=None, metadata={
+    score_over: int | None = option(default=None, metadata={
         "help": "soft limit in bytes: larger messages get the symbol SIZE_LARGE"})
-    score: float = field(default=1.0, metadata={"help": "score of SIZE_LARGE"})
+    score: float = option(default=1.0, metadata={"help": "score of SIZE_LARGE"})
 
     def __post_init__(self) -> None:
         if self.max_size <= 0:

@@ -8,10 +8,11 @@ values are validated here so that nothing a filter returns can inject a header o
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from rohrpost.record import FrozenRecord
 
 _NAME_RE = re.compile(r"^[!-9;-~]+$")  # RFC 5322 ftext: printable ASCII except ":"
-_OTHER_BAD_RE = re.compile(r"[\x00\u2028\u2029\x85\x0b\x0c]")
+_OTHER_BAD = dict.fromkeys([0x00, 0x2028, 0x2029, 0x85, 0x0B, 0x0C], " ")  # for str.translate
 _BARE_LF_RE = re.compile(r"\n(?![ \t])")
 _EMPTY_FOLD_RE = re.compile(r"\n[ \t]*(?=\n|$)")
 
@@ -36,53 +37,60 @@ def clean_header_value(value: str) -> str:
     therefore never start a new header line or end the header block.
     """
     value = value.replace("\r\n", "\n").replace("\r", "\n")
-    value = _OTHER_BAD_RE.sub(" ", value)
+    value = value.translate(_OTHER_BAD)
     value = _BARE_LF_RE.sub(" ", value)
     value = _EMPTY_FOLD_RE.sub("", value)
     return value.strip()
 
 
-@dataclass(frozen=True, slots=True)
-class AddHeader:
+_set = object.__setattr__
+
+
+class AddHeader(FrozenRecord):
     """Append a header at the end of the header block."""
 
+    __slots__ = _fields = ("name", "value")
     name: str
     value: str
 
-    def __post_init__(self) -> None:
-        check_header_name(self.name)
-        object.__setattr__(self, "value", clean_header_value(self.value))
+    def __init__(self, name: str, value: str) -> None:
+        _set(self, "name", check_header_name(name))
+        _set(self, "value", clean_header_value(value))
 
 
-@dataclass(frozen=True, slots=True)
-class InsertHeader:
+class InsertHeader(FrozenRecord):
     """Insert a header before the header at ``index`` (0 = first line, like milter's 1)."""
 
+    __slots__ = _fields = ("index", "name", "value")
     index: int
     name: str
     value: str
 
-    def __post_init__(self) -> None:
-        check_header_name(self.name)
-        object.__setattr__(self, "value", clean_header_value(self.value))
-        if self.index < 0:
+    def __init__(self, index: int, name: str, value: str) -> None:
+        check_header_name(name)
+        value = clean_header_value(value)
+        if index < 0:
             raise ChangeError("insert index must be >= 0")
+        _set(self, "index", index)
+        _set(self, "name", name)
+        _set(self, "value", value)
 
 
-@dataclass(frozen=True, slots=True)
-class ChangeHeader:
+class ChangeHeader(FrozenRecord):
     """Replace the ``occurrence``-th (1-based) header called ``name``; ``None`` deletes it."""
 
+    __slots__ = _fields = ("name", "occurrence", "value")
     name: str
     occurrence: int
     value: str | None
 
-    def __post_init__(self) -> None:
-        check_header_name(self.name)
-        if self.occurrence < 1:
+    def __init__(self, name: str, occurrence: int, value: str | None) -> None:
+        check_header_name(name)
+        if occurrence < 1:
             raise ChangeError("header occurrence is 1-based")
-        if self.value is not None:
-            object.__setattr__(self, "value", clean_header_value(self.value))
+        _set(self, "name", name)
+        _set(self, "occurrence", occurrence)
+        _set(self, "value", None if value is None else clean_header_value(value))
 
 
 def delete_header(name: str, occurrence: int) -> ChangeHeader:
@@ -90,32 +98,44 @@ def delete_header(name: str, occurrence: int) -> ChangeHeader:
     return ChangeHeader(name, occurrence, None)
 
 
-@dataclass(frozen=True, slots=True)
-class ReplaceBody:
+class ReplaceBody(FrozenRecord):
     """Replace the whole body (bytes after the blank line), CRLF or LF as the message uses."""
 
+    __slots__ = _fields = ("body",)
     body: bytes
 
+    def __init__(self, body: bytes) -> None:
+        _set(self, "body", body)
 
-@dataclass(frozen=True, slots=True)
-class AddRecipient:
+
+class AddRecipient(FrozenRecord):
     """Add an envelope recipient."""
 
+    __slots__ = _fields = ("address",)
     address: str
 
+    def __init__(self, address: str) -> None:
+        _set(self, "address", address)
 
-@dataclass(frozen=True, slots=True)
-class DeleteRecipient:
+
+class DeleteRecipient(FrozenRecord):
     """Remove an envelope recipient (compared case-insensitively)."""
 
+    __slots__ = _fields = ("address",)
     address: str
 
+    def __init__(self, address: str) -> None:
+        _set(self, "address", address)
 
-@dataclass(frozen=True, slots=True)
-class ChangeSender:
+
+class ChangeSender(FrozenRecord):
     """Replace MAIL FROM (``""`` is the null sender)."""
 
+    __slots__ = _fields = ("address",)
     address: str
+
+    def __init__(self, address: str) -> None:
+        _set(self, "address", address)
 
 
 Change = (AddHeader | InsertHeader | ChangeHeader | ReplaceBody | AddRecipient | DeleteRecipient

@@ -1,24 +1,29 @@
 """pipeline.toml: load, validate, and report errors with file, line, key and a suggestion.
 
-Owns ``Config`` (the validated whole), the section dataclasses and ``ConfigError``. Sections
-are typed dataclasses validated by ``rohrpost.options``; each ``[[filter]]`` table is split into
-the pipeline's own keys (``use``, ``name``, ``timeout``, ``on_error``, ``when``) and the filter's
-options, which the filter's own ``Options`` dataclass validates. Relative paths are resolved
-against the configuration file's folder.
+Owns ``Config`` (the validated whole), the section tables and ``ConfigError``. Sections are
+typed option tables (``rohrpost.options.OptionTable``) validated by ``rohrpost.options``; each
+``[[filter]]`` table is split into the pipeline's own keys (``use``, ``name``, ``timeout``,
+``on_error``, ``when``) and the filter's options, which the filter's own ``Options`` table
+validates. Relative paths are resolved against the configuration file's folder.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
-import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from rohrpost.options import OptionError, build_options, suggest
+from rohrpost.options import (
+    OptionError,
+    OptionTable,
+    build_options,
+    option,
+    option_fields,
+    suggest,
+)
+from rohrpost.record import FrozenRecord
 from rohrpost.tomlpos import KeyLines
 
 
@@ -36,8 +41,7 @@ class ConfigError(ValueError):
 OnError = Literal["tempfail", "skip", "accept", "reject"]
 
 
-@dataclass(frozen=True)
-class PipelineSection:
+class PipelineSection(OptionTable):
     """``[pipeline]``: settings that apply to the whole pipeline."""
 
     authserv_id: str = ""
@@ -48,11 +52,10 @@ class PipelineSection:
     spam_headers: Literal["always", "spam", "never"] = "always"
     status_header: bool = True
     max_size: int = 50 * 1024 * 1024
-    trusted_networks: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    trusted_networks: list[str] = option(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
 
 
-@dataclass(frozen=True)
-class DomainActions:
+class DomainActions(OptionTable):
     """``[actions.domain."example.org"]``: thresholds for one recipient domain.
 
     Every key is optional; an unset key inherits the global ``[actions]`` value. ``inf``
@@ -72,8 +75,7 @@ class DomainActions:
 _THRESHOLDS = ("add_header", "rewrite_subject", "quarantine", "tempfail", "reject")
 
 
-@dataclass(frozen=True)
-class ActionsSection:
+class ActionsSection(OptionTable):
     """``[actions]``: score thresholds to actions, as in Rspamd (unset = never).
 
     ``domain`` maps a recipient domain (``"example.org"``, or ``".example.org"`` for its
@@ -88,7 +90,7 @@ class ActionsSection:
     reject: float | None = None
     reject_message: str = "550 5.7.1 Message rejected as spam"
     tempfail_message: str = "451 4.7.1 Try again later"
-    domain: dict[str, DomainActions] = field(default_factory=dict)
+    domain: dict[str, DomainActions] = option(default_factory=dict)
 
     def override_for(self, domain: str) -> DomainActions | None:
         """Return the override for ``domain``: exact key first, else the longest ``.suffix``."""
@@ -101,10 +103,10 @@ class ActionsSection:
 
     def merged(self, override: DomainActions | None) -> ActionsSection:
         """Return these actions with the keys ``override`` sets replaced (no ``domain``)."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values = {f.name: getattr(self, f.name) for f in option_fields(ActionsSection)}
         values["domain"] = {}
         if override is not None:
-            for f in dataclasses.fields(override):
+            for f in option_fields(DomainActions):
                 if getattr(override, f.name) is not None:
                     values[f.name] = getattr(override, f.name)
         return ActionsSection(**values)
@@ -128,20 +130,20 @@ class ActionsSection:
         for name in _THRESHOLDS:
             set_values = [getattr(a, name) for a in each if getattr(a, name) is not None]
             strictest[name] = min(set_values) if set_values else None
-        return dataclasses.replace(self.merged(None), **strictest)  # type: ignore[arg-type]
+        base = self.merged(None)
+        values = {f.name: getattr(base, f.name) for f in option_fields(ActionsSection)}
+        return ActionsSection(**{**values, **strictest})
 
 
-@dataclass(frozen=True)
-class DnsSection:
+class DnsSection(OptionTable):
     """``[dns]``: the resolver; empty ``servers`` means the system resolver."""
 
-    servers: list[str] = field(default_factory=list)
+    servers: list[str] = option(default_factory=list)
     timeout: float = 5.0
     cache_size: int = 10000
 
 
-@dataclass(frozen=True)
-class StateSection:
+class StateSection(OptionTable):
     """``[state]``: where greylist, rate and report state lives."""
 
     backend: Literal["sqlite", "redis", "memory"] = "sqlite"
@@ -152,8 +154,7 @@ class StateSection:
     synchronous: Literal["full", "normal"] = "full"  # SQLite only; "normal": not power-loss safe
 
 
-@dataclass(frozen=True)
-class QuarantineSection:
+class QuarantineSection(OptionTable):
     """``[quarantine]``: the local quarantine and where released mail goes."""
 
     dir: str = ""
@@ -161,8 +162,7 @@ class QuarantineSection:
     use_mta_hold: bool = False
 
 
-@dataclass(frozen=True)
-class LogSection:
+class LogSection(OptionTable):
     """``[log]``: level, target and format of the log."""
 
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -170,8 +170,7 @@ class LogSection:
     format: Literal["text", "json"] = "text"
 
 
-@dataclass(frozen=True)
-class MilterSection:
+class MilterSection(OptionTable):
     """``[milter]``: defaults for ``rohrpost milter``."""
 
     socket: str = "inet:8891@127.0.0.1"
@@ -181,8 +180,7 @@ class MilterSection:
     engine: Literal["asyncio", "libmilter"] = "asyncio"  # docs/decisions.md
 
 
-@dataclass(frozen=True)
-class ServeSection:
+class ServeSection(OptionTable):
     """``[serve]``: defaults for ``rohrpost serve``."""
 
     listen: str = "127.0.0.1:10025"
@@ -192,29 +190,40 @@ class ServeSection:
     metrics: str = ""
 
 
-@dataclass(frozen=True)
-class When:
+class When(OptionTable):
     """``[filter.when]``: conditions; the filter runs only when all given ones hold."""
 
     authenticated: bool | None = None
-    client_networks: list[str] = field(default_factory=list)
-    not_client_networks: list[str] = field(default_factory=list)
-    sender_domains: list[str] = field(default_factory=list)
-    recipient_domains: list[str] = field(default_factory=list)
+    client_networks: list[str] = option(default_factory=list)
+    not_client_networks: list[str] = option(default_factory=list)
+    sender_domains: list[str] = option(default_factory=list)
+    recipient_domains: list[str] = option(default_factory=list)
     max_size: int | None = None
 
 
-@dataclass(frozen=True)
-class FilterSpec:
+class FilterSpec(FrozenRecord):
     """One ``[[filter]]`` entry: which filter, its pipeline settings, its raw options."""
 
+    _fields = ("use", "name", "index", "timeout", "on_error", "when", "options")
     use: str
     name: str
     index: int
-    timeout: float | None = None
-    on_error: OnError | None = None
-    when: When = field(default_factory=When)
-    options: Mapping[str, Any] = field(default_factory=dict)
+    timeout: float | None
+    on_error: OnError | None
+    when: When
+    options: Mapping[str, Any]
+
+    def __init__(self, use: str, name: str, index: int, timeout: float | None = None,  # noqa: PLR0917
+                 on_error: OnError | None = None, when: When | None = None,
+                 options: Mapping[str, Any] | None = None) -> None:
+        _set = object.__setattr__
+        _set(self, "use", use)
+        _set(self, "name", name)
+        _set(self, "index", index)
+        _set(self, "timeout", timeout)
+        _set(self, "on_error", on_error)
+        _set(self, "when", When() if when is None else when)
+        _set(self, "options", {} if options is None else options)
 
 
 SECTIONS: dict[str, type[Any]] = {
@@ -227,10 +236,11 @@ _SPEC_KEYS = ("use", "name", "timeout", "on_error", "when")
 EXTRA_SECTIONS = ("fetch", "deliver", "dmarc", "dkim", "reports")
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(FrozenRecord):
     """The validated configuration; ``raw`` keeps extra sections for their owners."""
 
+    _fields = ("path", "pipeline", "actions", "dns", "state", "quarantine", "log", "milter",
+               "serve", "filters", "raw", "lines")
     path: str
     pipeline: PipelineSection
     actions: ActionsSection
@@ -243,6 +253,25 @@ class Config:
     filters: tuple[FilterSpec, ...]
     raw: Mapping[str, Any]
     lines: KeyLines
+
+    def __init__(self, path: str, pipeline: PipelineSection, actions: ActionsSection,  # noqa: PLR0917
+                 dns: DnsSection, state: StateSection, quarantine: QuarantineSection,
+                 log: LogSection, milter: MilterSection, serve: ServeSection,
+                 filters: tuple[FilterSpec, ...], raw: Mapping[str, Any],
+                 lines: KeyLines) -> None:
+        _set = object.__setattr__
+        _set(self, "path", path)
+        _set(self, "pipeline", pipeline)
+        _set(self, "actions", actions)
+        _set(self, "dns", dns)
+        _set(self, "state", state)
+        _set(self, "quarantine", quarantine)
+        _set(self, "log", log)
+        _set(self, "milter", milter)
+        _set(self, "serve", serve)
+        _set(self, "filters", filters)
+        _set(self, "raw", raw)
+        _set(self, "lines", lines)
 
     @property
     def base_dir(self) -> str:
@@ -323,6 +352,8 @@ def parse_config(text: str, path: str) -> Config:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
+        import re
+
         found = re.search(r"at line (\d+)", str(exc))
         line = int(found.group(1)) if found else max(1, len(text.splitlines()))
         raise ConfigError(path, line, "", f"TOML syntax error: {exc}") from None
@@ -373,9 +404,8 @@ def _filter_specs(entries: Any, path: str, lines: KeyLines) -> tuple[FilterSpec,
     return tuple(specs)
 
 
-@dataclass(frozen=True)
-class _SpecFields:
+class _SpecFields(OptionTable):
     name: str = ""
     timeout: float | None = None
     on_error: OnError | None = None
-    when: When = field(default_factory=When)
+    when: When = option(default_factory=When)

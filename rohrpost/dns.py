@@ -33,8 +33,9 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from rohrpost.record import FrozenRecord
 
 if TYPE_CHECKING:
     import dns.message
@@ -76,8 +77,7 @@ class DnsPermError(DnsError):
     """A permanent failure (malformed name or hostile answer): map to ``permerror``."""
 
 
-@dataclass(frozen=True)
-class DnsAnswer:
+class DnsAnswer(FrozenRecord):
     """One lookup result.
 
     :param name: the queried name, lower case, without the final dot.
@@ -90,15 +90,24 @@ class DnsAnswer:
     :param nxdomain: True when the name does not exist.
     """
 
+    _fields = ("name", "rdtype", "records", "ttl", "nxdomain")
     name: str
     rdtype: str
     records: tuple[str, ...]
     ttl: float
     nxdomain: bool
 
+    def __init__(self, name: str, rdtype: str, records: tuple[str, ...], ttl: float,
+                 nxdomain: bool) -> None:
+        _set = object.__setattr__
+        _set(self, "name", name)
+        _set(self, "rdtype", rdtype)
+        _set(self, "records", records)
+        _set(self, "ttl", ttl)
+        _set(self, "nxdomain", nxdomain)
 
-@dataclass(frozen=True)
-class DnsConfig:
+
+class DnsConfig(FrozenRecord):
     """Resolver settings.
 
     :param servers: ``"127.0.0.1:5353"``, ``"[::1]:53"``, ``"127.0.0.1"`` (port 53); IP
@@ -111,14 +120,24 @@ class DnsConfig:
     :param max_answer_bytes: ceiling on the total size of the records of one answer.
     """
 
-    servers: tuple[str, ...] = ()
-    timeout: float = 5.0
-    cache_size: int = 10000
-    max_ttl: float = 86400
-    negative_ttl: float = 300
-    max_answer_bytes: int = 65535
+    _fields = ("servers", "timeout", "cache_size", "max_ttl", "negative_ttl", "max_answer_bytes")
+    servers: tuple[str, ...]
+    timeout: float
+    cache_size: int
+    max_ttl: float
+    negative_ttl: float
+    max_answer_bytes: int
 
-    def __post_init__(self) -> None:
+    def __init__(self, servers: tuple[str, ...] = (), timeout: float = 5.0,  # noqa: PLR0917
+                 cache_size: int = 10000, max_ttl: float = 86400, negative_ttl: float = 300,
+                 max_answer_bytes: int = 65535) -> None:
+        _set = object.__setattr__
+        _set(self, "servers", servers)
+        _set(self, "timeout", timeout)
+        _set(self, "cache_size", cache_size)
+        _set(self, "max_ttl", max_ttl)
+        _set(self, "negative_ttl", negative_ttl)
+        _set(self, "max_answer_bytes", max_answer_bytes)
         if self.timeout <= 0 or self.cache_size < 0 or self.max_answer_bytes <= 0:
             raise ValueError("timeout and max_answer_bytes must be positive, cache_size >= 0")
         for server in self.servers:

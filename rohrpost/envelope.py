@@ -6,13 +6,14 @@ pipe) fills what it knows; filters read it and never modify it (they return chan
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+
+from rohrpost.record import FrozenRecord, replace
+
+_set = object.__setattr__
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
+class Envelope(FrozenRecord):
     """What the MTA knows about a message besides its bytes.
 
     :param client_ip: the connecting client's address ("" when unknown, e.g. in a pipe).
@@ -28,21 +29,41 @@ class Envelope:
     :param sources: which source gave each field (argument, environment, message), for logs.
     """
 
-    client_ip: str = ""
-    client_name: str = ""
-    helo: str = ""
-    mail_from: str = ""
-    mail_params: tuple[str, ...] = ()
-    rcpts: tuple[str, ...] = ()
-    auth_user: str = ""
-    tls: Mapping[str, str] = field(default_factory=dict)
-    queue_id: str = ""
-    macros: Mapping[str, str] = field(default_factory=dict)
-    sources: Mapping[str, str] = field(default_factory=dict)
+    __slots__ = _fields = ("client_ip", "client_name", "helo", "mail_from", "mail_params", "rcpts",
+                           "auth_user", "tls", "queue_id", "macros", "sources")
+    client_ip: str
+    client_name: str
+    helo: str
+    mail_from: str
+    mail_params: tuple[str, ...]
+    rcpts: tuple[str, ...]
+    auth_user: str
+    tls: Mapping[str, str]
+    queue_id: str
+    macros: Mapping[str, str]
+    sources: Mapping[str, str]
+
+    def __init__(self, client_ip: str = "", client_name: str = "", helo: str = "",  # noqa: PLR0917
+                 mail_from: str = "", mail_params: tuple[str, ...] = (),
+                 rcpts: tuple[str, ...] = (), auth_user: str = "",
+                 tls: Mapping[str, str] | None = None, queue_id: str = "",
+                 macros: Mapping[str, str] | None = None,
+                 sources: Mapping[str, str] | None = None) -> None:
+        _set(self, "client_ip", client_ip)
+        _set(self, "client_name", client_name)
+        _set(self, "helo", helo)
+        _set(self, "mail_from", mail_from)
+        _set(self, "mail_params", mail_params)
+        _set(self, "rcpts", rcpts)
+        _set(self, "auth_user", auth_user)
+        _set(self, "tls", {} if tls is None else tls)
+        _set(self, "queue_id", queue_id)
+        _set(self, "macros", {} if macros is None else macros)
+        _set(self, "sources", {} if sources is None else sources)
 
     def replace(self, **changes: object) -> Envelope:
         """Return a copy with the given fields replaced."""
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+        return replace(self, **changes)
 
     @property
     def authenticated(self) -> bool:

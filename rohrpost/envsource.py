@@ -14,29 +14,42 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from rohrpost.envelope import Envelope, strip_brackets
 from rohrpost.message import Message
+from rohrpost.record import FrozenRecord
 
-_ADDR_RE = re.compile(r"<([^<>]*)>")
+_ADDR_RE = r"<([^<>]*)>"  # compiled on first use (re's cache): only with a Return-Path
 
 
 class EnvelopeError(ValueError):
     """An envelope value from arguments that cannot be right (bad IP, CR/LF in an address)."""
 
 
-@dataclass(frozen=True)
-class EnvelopeArgs:
+class EnvelopeArgs(FrozenRecord):
     """Envelope values given on the command line (empty = not given)."""
 
-    sender: str | None = None
-    recipients: Sequence[str] = ()
-    client_ip: str = ""
-    helo: str = ""
-    auth_user: str = ""
-    client_name: str = ""
-    queue_id: str = ""
+    _fields = ("sender", "recipients", "client_ip", "helo", "auth_user", "client_name",
+               "queue_id")
+    sender: str | None
+    recipients: Sequence[str]
+    client_ip: str
+    helo: str
+    auth_user: str
+    client_name: str
+    queue_id: str
+
+    def __init__(self, sender: str | None = None, recipients: Sequence[str] = (),  # noqa: PLR0917
+                 client_ip: str = "", helo: str = "", auth_user: str = "",
+                 client_name: str = "", queue_id: str = "") -> None:
+        _set = object.__setattr__
+        _set(self, "sender", sender)
+        _set(self, "recipients", recipients)
+        _set(self, "client_ip", client_ip)
+        _set(self, "helo", helo)
+        _set(self, "auth_user", auth_user)
+        _set(self, "client_name", client_name)
+        _set(self, "queue_id", queue_id)
 
 
 def _check_text(label: str, value: str) -> str:
@@ -49,7 +62,7 @@ def sender_from_message(message: Message) -> str | None:
     """MAIL FROM as recorded in the message: Return-Path, else the mbox From_ line."""
     rp = message.get_all("Return-Path")
     if rp:
-        m = _ADDR_RE.search(rp[0].value)
+        m = re.search(_ADDR_RE, rp[0].value)
         return m.group(1).strip() if m else strip_brackets(rp[0].value)
     if message.from_line:
         parts = message.from_line.decode("utf-8", "replace").split()

@@ -13,11 +13,11 @@ import abc
 import enum
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from rohrpost.envelope import Envelope
 from rohrpost.message import Message
+from rohrpost.record import FrozenRecord
 from rohrpost.result import FilterResult
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from rohrpost.store import Store
 
 T = TypeVar("T")
+_set = object.__setattr__
 
 
 class Stage(enum.IntEnum):
@@ -48,8 +49,7 @@ class Stage(enum.IntEnum):
                 f"unknown stage {text!r}: use connect, helo, mail, rcpt or eom") from None
 
 
-@dataclass(frozen=True, slots=True)
-class Mail:
+class Mail(FrozenRecord):
     """What a filter may read about the message being processed.
 
     :param envelope: the envelope as known at this stage.
@@ -58,10 +58,18 @@ class Mail:
     :param rcpt: at the RCPT stage, the recipient being checked.
     """
 
+    __slots__ = _fields = ("envelope", "message", "prior", "rcpt")
     envelope: Envelope
-    message: Message | None = None
-    prior: Sequence[tuple[str, FilterResult]] = ()
-    rcpt: str = ""
+    message: Message | None
+    prior: Sequence[tuple[str, FilterResult]]
+    rcpt: str
+
+    def __init__(self, envelope: Envelope, message: Message | None = None,
+                 prior: Sequence[tuple[str, FilterResult]] = (), rcpt: str = "") -> None:
+        _set(self, "envelope", envelope)
+        _set(self, "message", message)
+        _set(self, "prior", prior)
+        _set(self, "rcpt", rcpt)
 
     def fact(self, key: str, default: object = None) -> object:
         """The latest published fact ``key`` from an earlier filter (e.g. ``"spf.result"``)."""
@@ -123,8 +131,7 @@ class Services:
             self._store = None
 
 
-@dataclass(frozen=True, slots=True)
-class Context:
+class Context(FrozenRecord):
     """What a filter may use while it checks one message.
 
     :param services: the process's shared resolver, store and clock.
@@ -134,11 +141,21 @@ class Context:
     :param settings: pipeline-level settings a filter may consult (read-only).
     """
 
+    __slots__ = _fields = ("services", "log", "authserv_id", "hostname", "settings")
     services: Services
     log: logging.LoggerAdapter[logging.Logger]
     authserv_id: str
     hostname: str
-    settings: Mapping[str, Any] = field(default_factory=dict)
+    settings: Mapping[str, Any]
+
+    def __init__(self, services: Services, log: logging.LoggerAdapter[logging.Logger],
+                 authserv_id: str, hostname: str,
+                 settings: Mapping[str, Any] | None = None) -> None:
+        _set(self, "services", services)
+        _set(self, "log", log)
+        _set(self, "authserv_id", authserv_id)
+        _set(self, "hostname", hostname)
+        _set(self, "settings", {} if settings is None else settings)
 
     @property
     def resolver(self) -> Resolver:
@@ -164,8 +181,9 @@ class Context:
 class Filter(abc.ABC):
     """Base class of every filter.
 
-    Subclasses set ``name``, ``description``, ``stage`` and ``Options`` (a dataclass whose
-    typed fields are the filter's options, validated by ``rohrpost.options``), and implement
+    Subclasses set ``name``, ``description``, ``stage`` and ``Options`` (an option table, i.e.
+    a ``rohrpost.options.OptionTable`` or frozen dataclass whose typed fields are the filter's
+    options, validated by ``rohrpost.options``), and implement
     ``check``. ``__init__`` receives the validated options; it may load files (keys, lists) and
     must raise ``rohrpost.options.OptionError`` for options that are wrong beyond their type.
     """

@@ -9,9 +9,10 @@ fetchmail hand it over) is kept apart in ``from_line`` and never counted as a he
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
+
+from rohrpost.record import FrozenRecord
 
 if TYPE_CHECKING:
     import email.message
@@ -19,17 +20,23 @@ if TYPE_CHECKING:
 # The email package (parser, policy, header) is imported on first use: a pipeline whose
 # filters only read headers never pays for it (about a quarter of a pipe-mode start).
 
+_set = object.__setattr__
 
-@dataclass(frozen=True, slots=True)
-class Header:
+
+class Header(FrozenRecord):
     """One header field exactly as received.
 
     :param name: the field name as written (case preserved).
     :param raw: the whole field including name, colon, folding and the line end.
     """
 
+    __slots__ = _fields = ("name", "raw")
     name: str
     raw: bytes
+
+    def __init__(self, name: str, raw: bytes) -> None:
+        _set(self, "name", name)
+        _set(self, "raw", raw)
 
     @property
     def raw_value(self) -> bytes:

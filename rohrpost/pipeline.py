@@ -12,7 +12,6 @@ import logging
 import sys
 import time
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from rohrpost.config import Config, FilterSpec, When
@@ -20,11 +19,13 @@ from rohrpost.envelope import Envelope, domain_of
 from rohrpost.filter import Context, Filter, Mail, Services, Stage
 from rohrpost.message import Message
 from rohrpost.options import OptionError, build_options
+from rohrpost.record import FrozenRecord, Record
 from rohrpost.registry import UnknownFilterError, load_filter_class
 from rohrpost.result import Action, FilterResult, Symbol, Verdict
 
 log = logging.getLogger("rohrpost.pipeline")
 T = TypeVar("T")
+_set = object.__setattr__
 
 FAILURE_REPLIES = {
     "tempfail": "451 4.7.1 Temporary local problem, please try again later",
@@ -32,14 +33,21 @@ FAILURE_REPLIES = {
 }
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(FrozenRecord):
     """One configured filter instance with its pipeline settings."""
 
+    _fields = ("spec", "filter", "timeout", "on_error")
     spec: FilterSpec
     filter: Filter
     timeout: float
     on_error: str
+
+    def __init__(self, spec: FilterSpec, filter: Filter, timeout: float,
+                 on_error: str) -> None:
+        _set(self, "spec", spec)
+        _set(self, "filter", filter)
+        _set(self, "timeout", timeout)
+        _set(self, "on_error", on_error)
 
     @property
     def name(self) -> str:
@@ -182,20 +190,28 @@ def domain_matches(domain: str, patterns: Sequence[str]) -> bool:
     return False
 
 
-@dataclass
-class StepRun:
+class StepRun(Record):
     """The result of one filter on one message, with its wall time."""
 
+    _fields = ("name", "stage", "result", "ms", "error", "rcpt")
     name: str
     stage: Stage
     result: FilterResult
     ms: float
-    error: str = ""
-    rcpt: str = ""
+    error: str
+    rcpt: str
+
+    def __init__(self, name: str, stage: Stage, result: FilterResult, ms: float,  # noqa: PLR0917
+                 error: str = "", rcpt: str = "") -> None:
+        self.name = name
+        self.stage = stage
+        self.result = result
+        self.ms = ms
+        self.error = error
+        self.rcpt = rcpt
 
 
-@dataclass
-class Session:
+class Session(Record):
     """One connection (milter, SMTP) or one piped message going through the pipeline.
 
     Connection-level results (CONNECT, HELO) survive ``new_message``; the rest is per message.
@@ -203,13 +219,27 @@ class Session:
     admin sees what each filter says; the verdict is still the first one.
     """
 
+    _fields = ("pipeline", "services", "envelope", "runs", "verdict", "rcpt_verdicts",
+               "run_all")
     pipeline: Pipeline
     services: Services
-    envelope: Envelope = field(default_factory=Envelope)
-    runs: list[StepRun] = field(default_factory=list)
-    verdict: Verdict | None = None
-    rcpt_verdicts: dict[str, Verdict] = field(default_factory=dict)
-    run_all: bool = False
+    envelope: Envelope
+    runs: list[StepRun]
+    verdict: Verdict | None
+    rcpt_verdicts: dict[str, Verdict]
+    run_all: bool
+
+    def __init__(self, pipeline: Pipeline, services: Services,  # noqa: PLR0917
+                 envelope: Envelope | None = None, runs: list[StepRun] | None = None,
+                 verdict: Verdict | None = None, rcpt_verdicts: dict[str, Verdict] | None = None,
+                 run_all: bool = False) -> None:
+        self.pipeline = pipeline
+        self.services = services
+        self.envelope = Envelope() if envelope is None else envelope
+        self.runs = [] if runs is None else runs
+        self.verdict = verdict
+        self.rcpt_verdicts = {} if rcpt_verdicts is None else rcpt_verdicts
+        self.run_all = run_all
 
     def new_message(self) -> None:
         """Forget message-level results; keep what CONNECT and HELO found."""

@@ -10,34 +10,47 @@ existing Sieve and procmail rules keep working, our status header, and the subje
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from rohrpost.changes import AddHeader, Change, ChangeHeader, InsertHeader, clean_header_value
 from rohrpost.config import ActionsSection, Config
 from rohrpost.envelope import domain_of
 from rohrpost.message import Message
 from rohrpost.pipeline import StepRun
+from rohrpost.record import Record
 from rohrpost.result import Action, AuthResult, Symbol, Verdict
 
 STATUS_HEADER = "X-Rohrpost-Result"
-# written by `rohrpost run` on quarantined/discarded output (cli/pipe.py ACTION_HEADER, the same
+# written by `rohrpost run` on quarantined/discarded output (pipemode.py ACTION_HEADER, the same
 # name); the documented procmail recipe drops such messages, so a forged copy must go
 ACTION_HEADER = "X-Rohrpost-Action"
 SPAM_HEADERS = ("X-Spam-Flag", "X-Spam-Status", "X-Spam-Score", "X-Spam-Level")
 
 
-@dataclass
-class Outcome:
+class Outcome(Record):
     """The pipeline's final word on one message."""
 
+    _fields = ("verdict", "score", "symbols", "auth", "changes", "runs", "is_spam", "actions")
     verdict: Verdict
     score: float
-    symbols: list[Symbol] = field(default_factory=list)
-    auth: list[AuthResult] = field(default_factory=list)
-    changes: list[Change] = field(default_factory=list)
-    runs: list[StepRun] = field(default_factory=list)
-    is_spam: bool = False
-    actions: ActionsSection | None = None  # the thresholds used (after per-domain settings)
+    symbols: list[Symbol]
+    auth: list[AuthResult]
+    changes: list[Change]
+    runs: list[StepRun]
+    is_spam: bool
+    actions: ActionsSection | None  # the thresholds used (after per-domain settings)
+
+    def __init__(self, verdict: Verdict, score: float, symbols: list[Symbol] | None = None,  # noqa: PLR0917
+                 auth: list[AuthResult] | None = None, changes: list[Change] | None = None,
+                 runs: list[StepRun] | None = None, is_spam: bool = False,
+                 actions: ActionsSection | None = None) -> None:
+        self.verdict = verdict
+        self.score = score
+        self.symbols = [] if symbols is None else symbols
+        self.auth = [] if auth is None else auth
+        self.changes = [] if changes is None else changes
+        self.runs = [] if runs is None else runs
+        self.is_spam = is_spam
+        self.actions = actions
 
     @property
     def action(self) -> Action:

@@ -12,9 +12,14 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from rohrpost.changes import Change
+from rohrpost.record import FrozenRecord
+
+if TYPE_CHECKING:
+    from rohrpost.changes import Change
+
+_set = object.__setattr__
 
 
 class Action(enum.Enum):
@@ -33,28 +38,31 @@ class Action(enum.Enum):
 
 
 _REPLY_RE = re.compile(r"^\s*([245]\d\d)(?:[ -]([245]\.\d{1,3}\.\d{1,3}))?(?:\s+(.*))?$", re.S)
-_SAFE_TEXT_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
+# control characters and Unicode line breaks become spaces (str.translate: no regex to compile)
+_UNSAFE_CHARS = dict.fromkeys([*range(0x20), 0x7F, 0x2028, 0x2029, 0x85], " ")
 
 
 def safe_text(text: str, limit: int = 400) -> str:
     """Make text safe for an SMTP reply or header: no control characters, bounded length."""
-    return _SAFE_TEXT_RE.sub(" ", text)[:limit]
+    return text.translate(_UNSAFE_CHARS)[:limit]
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(FrozenRecord):
     """An SMTP reply: basic code, enhanced status code (RFC 3463) and text."""
 
+    __slots__ = _fields = ("code", "enhanced", "text")
     code: int
     enhanced: str
     text: str
 
-    def __post_init__(self) -> None:
-        if not 200 <= self.code <= 599:
-            raise ValueError(f"SMTP reply code out of range: {self.code}")
-        if self.enhanced and self.enhanced[0] != str(self.code)[0]:
-            raise ValueError(f"enhanced code {self.enhanced} does not match {self.code}")
-        object.__setattr__(self, "text", safe_text(self.text))
+    def __init__(self, code: int, enhanced: str, text: str) -> None:
+        if not 200 <= code <= 599:
+            raise ValueError(f"SMTP reply code out of range: {code}")
+        if enhanced and enhanced[0] != str(code)[0]:
+            raise ValueError(f"enhanced code {enhanced} does not match {code}")
+        _set(self, "code", code)
+        _set(self, "enhanced", enhanced)
+        _set(self, "text", safe_text(text))
 
     @classmethod
     def parse(cls, line: str, default: Reply) -> Reply:
@@ -83,19 +91,23 @@ DEFAULT_REPLIES: Mapping[Action, Reply] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(FrozenRecord):
     """A final action with the reply the client gets; checked for code class."""
 
+    __slots__ = _fields = ("action", "reply", "reason", "by")
     action: Action
     reply: Reply
-    reason: str = ""
-    by: str = ""
+    reason: str
+    by: str
 
-    def __post_init__(self) -> None:
-        want = {Action.REJECT: 5, Action.TEMPFAIL: 4}.get(self.action, 2)
-        if self.reply.code // 100 != want:
-            raise ValueError(f"{self.action.value} needs a {want}xx reply, got {self.reply.code}")
+    def __init__(self, action: Action, reply: Reply, reason: str = "", by: str = "") -> None:
+        want = {Action.REJECT: 5, Action.TEMPFAIL: 4}.get(action, 2)
+        if reply.code // 100 != want:
+            raise ValueError(f"{action.value} needs a {want}xx reply, got {reply.code}")
+        _set(self, "action", action)
+        _set(self, "reply", reply)
+        _set(self, "reason", reason)
+        _set(self, "by", by)
 
     @classmethod
     def of(cls, action: Action, message: str = "", reason: str = "", by: str = "") -> Verdict:
@@ -105,23 +117,35 @@ class Verdict:
         return cls(action, reply, reason or reply.text, by)
 
 
-@dataclass(frozen=True, slots=True)
-class Symbol:
+class Symbol(FrozenRecord):
     """A named finding: ``name`` with ``score`` and a human ``reason`` (Rspamd's idea)."""
 
+    __slots__ = _fields = ("name", "score", "reason")
     name: str
-    score: float = 0.0
-    reason: str = ""
+    score: float
+    reason: str
+
+    def __init__(self, name: str, score: float = 0.0, reason: str = "") -> None:
+        _set(self, "name", name)
+        _set(self, "score", score)
+        _set(self, "reason", reason)
 
 
-@dataclass(frozen=True, slots=True)
-class AuthResult:
+class AuthResult(FrozenRecord):
     """One RFC 8601 result, e.g. ``dkim=pass header.d=example.org header.s=sel``."""
 
+    __slots__ = _fields = ("method", "result", "reason", "props")
     method: str
     result: str
-    reason: str = ""
-    props: Sequence[tuple[str, str]] = ()
+    reason: str
+    props: Sequence[tuple[str, str]]
+
+    def __init__(self, method: str, result: str, reason: str = "",
+                 props: Sequence[tuple[str, str]] = ()) -> None:
+        _set(self, "method", method)
+        _set(self, "result", result)
+        _set(self, "reason", reason)
+        _set(self, "props", props)
 
     def render(self) -> str:
         """Render as it appears inside Authentication-Results (values made header-safe)."""
@@ -141,19 +165,28 @@ def _ptype_value(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-@dataclass(frozen=True, slots=True)
-class FilterResult:
+class FilterResult(FrozenRecord):
     """Everything one filter returns: verdict, symbols, changes, auth results, published facts.
 
     ``facts`` lets later filters read typed results without matching symbol names (e.g. the
     DMARC filter reads the SPF result); keys are namespaced by the filter name.
     """
 
-    verdict: Verdict | None = None
-    symbols: Sequence[Symbol] = ()
-    changes: Sequence[Change] = ()
-    auth: Sequence[AuthResult] = ()
-    facts: Mapping[str, object] = field(default_factory=dict)
+    __slots__ = _fields = ("verdict", "symbols", "changes", "auth", "facts")
+    verdict: Verdict | None
+    symbols: Sequence[Symbol]
+    changes: Sequence[Change]
+    auth: Sequence[AuthResult]
+    facts: Mapping[str, object]
+
+    def __init__(self, verdict: Verdict | None = None, symbols: Sequence[Symbol] = (),
+                 changes: Sequence[Change] = (), auth: Sequence[AuthResult] = (),
+                 facts: Mapping[str, object] | None = None) -> None:
+        _set(self, "verdict", verdict)
+        _set(self, "symbols", symbols)
+        _set(self, "changes", changes)
+        _set(self, "auth", auth)
+        _set(self, "facts", {} if facts is None else facts)
 
     @property
     def score(self) -> float:

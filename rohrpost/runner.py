@@ -7,10 +7,8 @@ and ``log_outcome`` (the one INFO line per message). The milter adapter instead 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import dataclass
 
 from rohrpost.apply import apply_changes
 from rohrpost.envelope import Envelope
@@ -18,19 +16,27 @@ from rohrpost.filter import Services, Stage
 from rohrpost.message import Message
 from rohrpost.pipeline import Pipeline, Session
 from rohrpost.policy import Outcome, decide
+from rohrpost.record import Record
 from rohrpost.result import Action, Verdict
 
 log = logging.getLogger("rohrpost")
 
 
-@dataclass
-class Processed:
+class Processed(Record):
     """The outcome and the message and envelope with every change applied."""
 
+    _fields = ("outcome", "message", "envelope", "ms")
     outcome: Outcome
     message: Message
     envelope: Envelope
     ms: float
+
+    def __init__(self, outcome: Outcome, message: Message, envelope: Envelope,
+                 ms: float) -> None:
+        self.outcome = outcome
+        self.message = message
+        self.envelope = envelope
+        self.ms = ms
 
 
 async def process(pipeline: Pipeline, services: Services, envelope: Envelope,
@@ -96,8 +102,22 @@ def log_outcome(envelope: Envelope, outcome: Outcome, ms: float, mode: str) -> N
     log.info(
         "%s mode=%s from=<%s> rcpts=%s client=%s action=%s reply=%s score=%g symbols=%s "
         "ms=%.1f filters=%s%s",
-        envelope.queue_id or "-", mode, envelope.mail_from, json.dumps(list(envelope.rcpts)),
-        envelope.client_ip or "-", outcome.action.value, json.dumps(str(outcome.verdict.reply)),
+        envelope.queue_id or "-", mode, envelope.mail_from,
+        "[" + ", ".join(map(json_string, envelope.rcpts)) + "]",
+        envelope.client_ip or "-", outcome.action.value, json_string(str(outcome.verdict.reply)),
         outcome.score, symbols or "-", ms, per_filter or "-",
         f" sources={sources}" if sources else "",
     )
+
+
+def json_string(text: str) -> str:
+    r"""``json.dumps(text)``; without importing json for plain text (every pipe-mode run).
+
+    Printable ASCII other than ``"`` and ``\`` is what json writes unchanged; anything else
+    goes to json itself.
+    """
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    import json
+
+    return json.dumps(text)

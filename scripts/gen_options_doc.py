@@ -7,7 +7,6 @@ tests/core/test_packaging.py fails when the file is out of date.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import typing
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rohrpost.options import describe_options  # noqa: E402
+from rohrpost.options import describe_options, is_table, option_fields  # noqa: E402
 from rohrpost.registry import available, load_filter_class  # noqa: E402
 
 
@@ -25,7 +24,7 @@ def _cell(text: str) -> str:
 
 def _table(cls: type[typing.Any]) -> list[str]:
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    init_names = {f.name for f in dataclasses.fields(cls) if f.init}
+    init_names = {f.name for f in option_fields(cls) if f.init}
     for name, typ, default, help_text in describe_options(cls):
         if name in init_names:
             rows.append(f"| `{name}` | {_cell(typ)} | `{_cell(default)}` | {_cell(help_text)} |")
@@ -38,7 +37,7 @@ def _nested(cls: type[typing.Any]) -> list[type[typing.Any]]:
         for arg in (*typing.get_args(hint), hint):
             inner = typing.get_args(arg) or (arg,)
             for t in inner:
-                if dataclasses.is_dataclass(t) and isinstance(t, type) and t not in out:
+                if is_table(t) and t not in out:
                     out.append(t)
     return out
 

@@ -26,7 +26,7 @@ from rohrpost.sysexits import EX_CONFIG, EX_DATAERR, EX_NOINPUT
 def describe_change(change: object) -> str:
     """One line for a change, e.g. ``add header X-Newsletter: yes``."""
     kind = type(change).__name__
-    fields = getattr(change, "__dataclass_fields__", {})
+    fields = getattr(change, "_fields", ())  # rohrpost.record.Record
     parts = []
     for name in fields:
         value = getattr(change, name)

@@ -1,38 +1,47 @@
 """What the subcommands share: the config option, envelope flags, stdin, error exits.
 
-Owns ``config_option``, ``envelope_options``, ``load_or_exit``, ``read_message`` and
-``fail``. MTA-facing commands (run, filter, deliver) turn every problem that is not a verdict
-into exit 75 (EX_TEMPFAIL) with an enhanced status code first on stderr, because Postfix
-pipe(8) bounces mail on any other non-zero status.
+Owns ``config_option``, ``envelope_options``, ``envelope_args``, ``tempfail_on_crash`` and
+``MtaCommand``; ``load_or_exit``, ``read_message``, ``fail`` and ``report_exit`` live in
+``rohrpost.pipemode`` (click-free, for the fast ``rohrpost run``) and are re-exported here.
+MTA-facing commands (run, filter, deliver) turn every problem that is not a verdict into exit
+75 (EX_TEMPFAIL) with an enhanced status code first on stderr, because Postfix pipe(8) bounces
+mail on any other non-zero status.
 """
 
 from __future__ import annotations
 
 import functools
-import os
-import sys
 from collections.abc import Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import click
 
-from rohrpost.config import Config, ConfigError, load_config
 from rohrpost.envsource import EnvelopeArgs
-from rohrpost.sysexits import EX_CONFIG, EX_TEMPFAIL
+from rohrpost.pipemode import (
+    DEFAULT_CONFIGS,
+    crash,
+    default_config_path,
+    fail,
+    load_or_exit,
+    read_message,
+    report_exit,
+)
+
+__all__ = [
+    "DEFAULT_CONFIGS",
+    "MtaCommand",
+    "config_option",
+    "default_config_path",
+    "envelope_args",
+    "envelope_options",
+    "fail",
+    "load_or_exit",
+    "read_message",
+    "report_exit",
+    "tempfail_on_crash",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
-DEFAULT_CONFIGS = ("/etc/rohrpost/pipeline.toml", "pipeline.toml")
-
-
-def default_config_path() -> str | None:
-    """``$ROHRPOST_CONFIG``, else /etc/rohrpost/pipeline.toml, else ./pipeline.toml, else none."""
-    env = os.environ.get("ROHRPOST_CONFIG")
-    if env:
-        return env
-    for path in DEFAULT_CONFIGS:
-        if os.path.isfile(path):
-            return path
-    return None
 
 
 def config_option(fn: F) -> F:
@@ -67,34 +76,6 @@ def envelope_args(kwargs: dict[str, Any]) -> EnvelopeArgs:
                         auth_user=kwargs.pop("auth_user"))
 
 
-def fail(code: int, status: str, text: str) -> NoReturn:
-    """Print ``STATUS text`` on stderr (pipe(8) reads the enhanced code) and exit ``code``."""
-    click.echo(f"{status} rohrpost: {text}" if status else f"rohrpost: {text}", err=True)
-    sys.exit(code)
-
-
-def load_or_exit(config_path: str | None, *, mta_facing: bool) -> Config:
-    """Load the configuration or exit: 75 for MTA-facing commands, 78 for the others."""
-    path = config_path if config_path is not None else default_config_path()
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        if mta_facing:
-            fail(EX_TEMPFAIL, "4.3.5", f"configuration error: {exc}")
-        fail(EX_CONFIG, "", f"configuration error: {exc}")
-
-
-def read_message(limit: int) -> bytes:
-    """Read the message from stdin; empty input or a read error is a tempfail."""
-    try:
-        data = sys.stdin.buffer.read(limit + 1)
-    except OSError as exc:
-        fail(EX_TEMPFAIL, "4.3.0", f"cannot read the message: {exc}")
-    if not data.strip():
-        fail(EX_TEMPFAIL, "4.3.0", "empty input: no message on stdin")
-    return data
-
-
 def tempfail_on_crash(fn: F) -> F:
     """Decorator for MTA-facing commands: any unexpected exception exits 75, never 1."""
 
@@ -105,11 +86,7 @@ def tempfail_on_crash(fn: F) -> F:
         except (SystemExit, click.exceptions.Exit, click.ClickException):
             raise
         except BaseException as exc:  # noqa: BLE001 - the MTA must keep the mail
-            import logging
-            import traceback
-
-            logging.getLogger("rohrpost").debug("%s", traceback.format_exc())
-            fail(EX_TEMPFAIL, "4.3.0", f"internal error ({type(exc).__name__}): {exc}")
+            crash(exc)
 
     return wrapper  # type: ignore[return-value]
 
@@ -118,12 +95,3 @@ class MtaCommand(click.Command):
     """A command an MTA calls (run, filter, deliver): usage errors exit 75, not 64."""
 
     mta_facing = True
-
-
-def report_exit(report: Any) -> int:
-    """Print each failed recipient of a ``DeliveryReport`` on stderr; return its exit code."""
-    for outcome in report.outcomes:
-        if outcome.reply.code >= 400:
-            click.echo(f"{outcome.reply.enhanced} {outcome.rcpt or '-'}: {outcome.reply.text}",
-                       err=True)
-    return int(report.exit_code)

@@ -1,9 +1,9 @@
 """``rohrpost run`` and ``rohrpost filter``: the pipeline (or one filter) on stdin → stdout.
 
-Owns the two pipe commands and ``run_pipe``, the shared path: read the message, build the
-envelope, run the filters, keep a quarantined copy, then write the changed message (or deliver
-it with ``--deliver``) and exit with the sysexits code that tells the MTA what happened. The
-message is written only once the verdict is final; anything unexpected exits 75.
+Owns the two pipe commands as click commands. What they do is ``rohrpost.pipemode``'s
+(``run_command``, ``run_pipe``), which ``rohrpost.launch`` also calls without click for a
+plain ``rohrpost run``; the message is written only once the verdict is final and anything
+unexpected exits 75.
 """
 
 from __future__ import annotations
@@ -21,123 +21,12 @@ from rohrpost.cli.common import (
     envelope_options,
     fail,
     load_or_exit,
-    read_message,
-    report_exit,
     tempfail_on_crash,
 )
-from rohrpost.config import Config, ConfigError, FilterSpec
-from rohrpost.envsource import EnvelopeArgs, EnvelopeError, envelope_for_pipe
-from rohrpost.message import Message
-from rohrpost.pipeline import Pipeline, make_step, run_loop_free
-from rohrpost.result import Action
-from rohrpost.sysexits import EX_TEMPFAIL, exit_code_for
-
-ACTION_HEADER = "X-Rohrpost-Action"
-
-
-def run_pipe(config: Config, pipeline: Pipeline, args: EnvelopeArgs, deliver: str | None,
-             mode: str) -> int:
-    """Process stdin through ``pipeline``; return the exit status."""
-    from rohrpost.logsetup import release_held, setup_logging
-
-    # log lines wait until the status line is on stderr: pipe(8) reads the code from the start
-    setup_logging(config.log.level, config.log.target, config.log.format, hold=True)
-    try:
-        raw = read_message(config.pipeline.max_size)
-        if len(raw) > config.pipeline.max_size:
-            fail(69, "5.3.4", f"message larger than max_size {config.pipeline.max_size}")
-        message = Message(raw)
-        try:
-            envelope = envelope_for_pipe(args, os.environ, message)
-        except EnvelopeError as exc:
-            fail(EX_TEMPFAIL, "4.3.5", str(exc))
-        coro = _run_async(config, pipeline, envelope, message, deliver=deliver, mode=mode)
-        if pipeline.loop_free and not (deliver and "deliver" in config.raw):
-            # No filter awaits and there is no sorted (async) delivery: asyncio is not needed.
-            status = run_loop_free(coro)
-        else:
-            import asyncio
-
-            status = asyncio.run(coro)
-    except SystemExit:
-        release_held()
-        raise
-    # an unexpected exception: tempfail_on_crash prints the status, logging flushes at exit
-    release_held()
-    return status
-
-
-async def _run_async(config: Config, pipeline: Pipeline, envelope: Any, message: Message,
-                     *, deliver: str | None, mode: str) -> int:
-    from rohrpost.runner import log_outcome, process
-    from rohrpost.services import make_services
-
-    services = make_services(config)
-    try:
-        done = await process(pipeline, services, envelope, message)
-    finally:
-        await pipeline.aclose()
-        await services.aclose()
-    outcome = done.outcome
-    log_outcome(done.envelope, outcome, done.ms, mode)
-    verdict = outcome.verdict
-    if verdict.action in (Action.REJECT, Action.TEMPFAIL):
-        click.echo(f"{verdict.reply.enhanced} {verdict.reply.text}", err=True)
-        return exit_code_for(verdict.reply)
-    out = done.message
-    sorting = None
-    if deliver and "deliver" in config.raw:
-        from rohrpost.cli.sortcmd import load_sorting
-
-        sorting = load_sorting(config)
-    to_junk = (verdict.action is Action.QUARANTINE and sorting is not None
-               and sorting.quarantine_to_junk)
-    if verdict.action is Action.QUARANTINE and not to_junk:
-        qid = _quarantine(config, out.raw, done.envelope, outcome)
-        click.echo(f"2.0.0 quarantined as {qid}: {verdict.reason}", err=True)
-    if deliver and sorting is not None and verdict.action is not Action.DISCARD \
-            and (verdict.action is not Action.QUARANTINE or to_junk):
-        from rohrpost.cli.sortcmd import deliver_sorted_code
-
-        return await deliver_sorted_code(config, sorting, deliver, out.raw, done.envelope,
-                                         spam=outcome.is_spam or to_junk)
-    if verdict.action in (Action.QUARANTINE, Action.DISCARD):
-        if deliver:
-            return 0
-        from rohrpost.apply import apply_changes
-        from rohrpost.changes import AddHeader
-
-        out, _env = apply_changes(out, done.envelope,
-                                  [AddHeader(ACTION_HEADER, verdict.action.value)])
-    if deliver:
-        return _deliver(deliver, out.raw, done.envelope)
-    try:
-        sys.stdout.buffer.write(out.raw)
-        sys.stdout.buffer.flush()
-    except OSError as exc:
-        fail(EX_TEMPFAIL, "4.3.0", f"cannot write the message: {exc}")
-    return 0
-
-
-def _quarantine(config: Config, raw: bytes, envelope: Any, outcome: Any) -> str:
-    from rohrpost.quarantine import Quarantine
-
-    q = Quarantine(config.quarantine_dir)
-    msg = Message(raw)
-    return q.store(raw, envelope, reason=outcome.verdict.reason, by=outcome.verdict.by,
-                   score=outcome.score, symbols=[s.name for s in outcome.symbols],
-                   subject=msg.get("Subject"))
-
-
-def _deliver(spec: str, raw: bytes, envelope: Any) -> int:
-    from rohrpost.deliver import DestinationError, deliver, parse_destination
-
-    try:
-        dest = parse_destination(spec)
-    except DestinationError as exc:
-        fail(EX_TEMPFAIL, "4.3.5", f"bad destination: {exc}")
-    report = deliver(dest, raw, envelope)
-    return report_exit(report)
+from rohrpost.config import ConfigError, FilterSpec
+from rohrpost.pipeline import Pipeline, make_step
+from rohrpost.pipemode import run_command, run_pipe
+from rohrpost.sysexits import EX_TEMPFAIL
 
 
 @click.command("run", cls=MtaCommand)
@@ -153,13 +42,7 @@ def run_cmd(config_path: str | None, deliver: str | None, **kwargs: Any) -> int:
     Without envelope flags the envelope comes from Postfix's environment or from the message
     (Return-Path or an mbox From_ line; Delivered-To/X-Original-To).
     """
-    args = envelope_args(kwargs)
-    config = load_or_exit(config_path, mta_facing=True)
-    try:
-        pipeline = Pipeline.build(config)
-    except ConfigError as exc:
-        fail(EX_TEMPFAIL, "4.3.5", f"configuration error: {exc}")
-    return run_pipe(config, pipeline, args, deliver, "run")
+    return run_command(config_path, deliver, envelope_args(kwargs))
 
 
 @click.command("filter", cls=MtaCommand,

@@ -8,7 +8,6 @@ shipped fails on exactly those, and passes on a copy with generated keys
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import subprocess
@@ -19,6 +18,7 @@ from pathlib import Path
 from rohrpost.filters._dkim_keys import KeySpec
 
 from rohrpost.config import SECTIONS, When
+from rohrpost.options import option_fields
 from rohrpost.registry import available, load_filter_class
 from tests.e2e_auth.contrib import CONTRIB, ROOT, contrib_with_keys
 from tests.support.dnsserver import TestDnsServer
@@ -105,7 +105,7 @@ def test_migration_covers_the_four_daemons() -> None:
 
 
 def _fields(cls: type) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)}
+    return {f.name for f in option_fields(cls)}
 
 
 def test_migration_tables_name_only_real_options() -> None:

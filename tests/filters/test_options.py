@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 from rohrpost.filters.rules import Rule, RuleSpec
 
 from rohrpost.filter import Filter
-from rohrpost.options import build_options, describe_options
+from rohrpost.options import build_options, describe_options, option_fields
 from rohrpost.registry import available, load_filter_class
 
 OURS = ("headers", "received", "rules", "size")
@@ -29,7 +27,7 @@ def test_options_documented_and_defaults_build(name: str) -> None:
 
 
 def test_rule_keys_documented() -> None:
-    public = [f for f in dataclasses.fields(Rule) if f.init]
+    public = [f for f in option_fields(Rule) if f.init]
     assert all(f.metadata.get("help") for f in public), [f.name for f in public
                                                           if not f.metadata.get("help")]
-    assert "not" in {f.name for f in dataclasses.fields(RuleSpec)}
+    assert "not" in {f.name for f in option_fields(RuleSpec)}
