@@ -62,6 +62,7 @@ class LazyGroup(click.Group):
         is its exit status.
         """
         kwargs["standalone_mode"] = False
+        argv = list(kwargs.get("args") or (args[0] if args else sys.argv[1:]))
         try:
             rv = super().main(*args, **kwargs)
         except click.exceptions.Abort:
@@ -71,7 +72,10 @@ class LazyGroup(click.Group):
             sys.exit(exc.exit_code)
         except click.UsageError as exc:
             exc.show()
-            mta = exc.ctx is not None and getattr(exc.ctx.command, "mta_facing", False)
+            if exc.ctx is not None and exc.ctx.command is not self:
+                mta = bool(getattr(exc.ctx.command, "mta_facing", False))
+            else:  # click raised it before a command's context existed (`run -c` at the end)
+                mta = self._mta_facing(next((a for a in argv if not a.startswith("-")), ""))
             if mta:
                 click.echo(f"4.3.5 rohrpost: bad arguments: {exc.format_message()}", err=True)
             sys.exit(75 if mta else 64)
@@ -79,6 +83,13 @@ class LazyGroup(click.Group):
             exc.show()
             sys.exit(exc.exit_code)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+    def _mta_facing(self, name: str) -> bool:
+        """True when subcommand ``name`` is one an MTA calls (usage errors then exit 75)."""
+        if name not in COMMANDS:
+            return False
+        command = self.get_command(click.Context(self), name)
+        return bool(getattr(command, "mta_facing", False))
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -86,7 +86,7 @@ SAME_AS_CLICK = [
     (["run", "--help"], b"", 0),
     (["run", "-h"], b"", 0),
     (["run", "--bogus"], HAM, 75),
-    (["run", "-c"], HAM, 64),  # value missing: click's 64, not 75 (as before; finding 23)
+    (["run", "-c"], HAM, 75),  # value missing: MTA-facing, so 75 too (finding 28, fixed)
     (["run", "-c", "pipeline.toml", "-f", "-r"], HAM, 0),  # click takes "-r" as the sender
     (["run", "-c", "pipeline.toml", "-c", "missing.toml"], HAM, 75),  # the last one wins
     (["run", "-cpipeline.toml"], HAM, 0),
