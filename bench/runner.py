@@ -24,8 +24,8 @@ MIME_SIZES = (20_000, 40_000, 60_000, 80_000, 100_000)
 class Options:
     """How much work each configuration gets."""
 
-    messages: int = 5000     # 4 KB messages per run
-    mime_messages: int = 500  # 20-100 KB MIME messages per run
+    messages: int = 2500     # 4 KB messages per run
+    mime_messages: int = 300  # 20-100 KB MIME messages per run
     runs: int = 3
     warmup: int = 40
     transport: str = "unix"   # milter sockets: "unix" or "inet" (loopback TCP)
