@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rohrpost.config import Config
+from rohrpost.config import Config, ConfigError
 from rohrpost.milter.connection import MetricsSink, MilterApp, NoMetrics
 from rohrpost.milter.metricspipe import PipeReader, PipeSink
 from rohrpost.pipeline import Pipeline
@@ -223,7 +223,15 @@ def serve(config: Config, socket_spec: str, workers: int, metrics_addr: str = ""
     engine = engine or config.milter.engine
     if engine not in ENGINES:
         raise SocketError(f"unknown milter engine {engine!r}: use asyncio or libmilter")
-    pipeline = Pipeline.build(config)  # fails early on a bad configuration, before listening
+    # Fail early on a bad configuration, before listening. Several workers share the
+    # pipeline the parent builds (copy-on-write); a single worker builds its own and the
+    # parent only checks it in a short-lived child, so the supervisor stays a small process
+    # instead of a second copy of the filters' keys, lists and libraries.
+    pipeline: Pipeline | None = None
+    if workers == 1:
+        check_in_child(config)
+    else:
+        pipeline = Pipeline.build(config)
     run_worker = _libmilter_worker(config, spec, name, pipeline) if engine == "libmilter" \
         else _asyncio_worker(config, spec, pipeline)
     log.info("milter listening on %s with %d worker(s), %s engine", spec, workers, engine)
@@ -247,8 +255,44 @@ def serve(config: Config, socket_spec: str, workers: int, metrics_addr: str = ""
                 os.unlink(spec.path)
 
 
+def check_in_child(config: Config) -> None:
+    """Build the pipeline in a forked child, raise its ``ConfigError`` here, keep nothing.
+
+    :raises ConfigError: what ``Pipeline.build`` raised in the child.
+    :raises RuntimeError: when the child failed otherwise.
+    """
+    import json
+
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: build, report, exit without running any cleanup of the parent
+        code, report = 0, b""
+        try:
+            os.close(read_fd)
+            Pipeline.build(config)
+        except ConfigError as exc:
+            code, report = 78, json.dumps([exc.file, exc.line, exc.key, exc.message,
+                                           exc.suggestion]).encode()
+        except BaseException as exc:  # noqa: BLE001  # reported to the parent, which raises it
+            code, report = 70, f"{type(exc).__name__}: {exc}".encode("utf-8", "replace")
+        finally:
+            with contextlib.suppress(OSError):
+                os.write(write_fd, report[:60000])
+            os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        report = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code == 78:
+        raise ConfigError(*json.loads(report))
+    if code != 0:
+        text = report.decode("utf-8", "replace") or f"status {code}"
+        raise RuntimeError(f"the pipeline could not be built: {text}")
+
+
 def _libmilter_worker(config: Config, spec: SocketSpec, name: str,
-                      pipeline: Pipeline) -> Callable[[MetricsSink], int]:
+                      pipeline: Pipeline | None) -> Callable[[MetricsSink], int]:
     from rohrpost.milter import adapter
     from rohrpost.milter.connection import MilterConnection
 
@@ -259,7 +303,7 @@ def _libmilter_worker(config: Config, spec: SocketSpec, name: str,
 
 
 def _asyncio_worker(config: Config, spec: SocketSpec,
-                    pipeline: Pipeline) -> Callable[[MetricsSink], int]:
+                    pipeline: Pipeline | None) -> Callable[[MetricsSink], int]:
     sock = open_listener(spec)
     return lambda sink: aio_worker_main(config, sock, sink, pipeline)
 

@@ -302,3 +302,22 @@ def test_metrics_endpoint(tmp_path):
         postfix.stop()
         milter.stop()
         catcher.stop()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("engine", ENGINES)
+def test_bad_configuration_exits_78_before_listening(tmp_path, workers, engine):
+    """One worker: the parent checks the pipeline in a short-lived child (and stays small);
+    several: it builds the pipeline they share. Either way: 78 and the located error."""
+    config = tmp_path / "pipeline.toml"
+    config.write_text(f'[pipeline]\nvar_dir = "{tmp_path}/var"\n[[filter]]\nuse = "dkim-sign"\n'
+                      'key = [{domain = "example.org", selector = "s", '
+                      f'key = "{tmp_path}/missing.pem"}}]\n')
+    path = tmp_path / "m.sock"
+    proc = subprocess.run([os.sys.executable, str(Path(__file__).parent / "launch.py"), "milter",
+                           "-c", str(config), "--socket", f"unix:{path}", "--workers", workers,
+                           "--engine", engine], capture_output=True, timeout=60, check=False,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert proc.returncode == 78, proc.stderr
+    assert b"pipeline.toml:5: filter[0].key[0].key: cannot read key file" in proc.stderr
+    assert not path.exists()
