@@ -236,10 +236,17 @@ def toml_value(value: object) -> str:
 
 def rohrpost_pipeline(var_dir: Path, filters: Sequence[tuple[str, Mapping[str, object]]],
                       *, dns_port: int = 53, workers: int = 2) -> str:
-    """A pipeline.toml with ``filters`` (name, options) in order, our DNS server, no policy."""
+    """A pipeline.toml with ``filters`` (name, options) in order, our DNS server, no policy.
+
+    The message gets the headers of the job and no others, as from the reference tools:
+    Authentication-Results, X-Spam-* only where spamd scores (spamass-milter adds them), no
+    X-Rohrpost-Result status header (none of the references writes one).
+    """
+    spam = any(name == "spamassassin" for name, _ in filters)
     out = [
         "[pipeline]", f'authserv_id = "{AUTHSERV_ID}"', 'on_error = "tempfail"',
-        f"var_dir = {toml_value(str(var_dir))}", "",
+        f"var_dir = {toml_value(str(var_dir))}",
+        f'spam_headers = "{"always" if spam else "never"}"', "status_header = false", "",
         "[dns]", f'servers = ["127.0.0.1:{dns_port}"]', "timeout = 2.0", "",
         # DMARC report data: durable against a crash, not fsync'd per message (OpenDMARC's
         # history file is a plain append); docs/performance.md, "Same work"

@@ -136,6 +136,8 @@ class MilterProtocol(asyncio.Protocol):
         # macros by the command they came with; decoded on first lookup (most never are)
         self._macros: dict[bytes, bytes | dict[str, str]] = {}
         self._current = wire.CONNECT  # the command being handled (for macro lookups)
+        self._view: dict[str, str] | None = None  # macros visible to it, merged on first use
+        self._loop = asyncio.get_running_loop()  # protocols are made by the serving loop
         self._task: asyncio.Task[None] | None = None
         self._idle: asyncio.TimerHandle | None = None
         self._last = 0.0  # loop time of the last bytes from the MTA
@@ -150,14 +152,14 @@ class MilterProtocol(asyncio.Protocol):
         """Start the idle timer."""
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         self._last = loop.time()
         self._idle = loop.call_at(self._last + self.idle_timeout, self._check_idle)
 
     def data_received(self, data: bytes) -> None:
         """Take bytes; handle every complete packet unless a command is still running."""
         self._reader.feed(data)
-        self._last = asyncio.get_running_loop().time()
+        self._last = self._loop.time()
         if self._task is None:
             self._pump()
 
@@ -186,20 +188,26 @@ class MilterProtocol(asyncio.Protocol):
                 self._transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def macro(self, name: str) -> str:
-        """Look ``name`` up like libmilter: this command's macros, then earlier commands'."""
-        alt = name[1:-1] if name.startswith("{") and name.endswith("}") else "{" + name + "}"
-        for cmd in _MACRO_ORDER.get(self._current, b"C"):
-            key = bytes((cmd,))
-            table = self._macros.get(key)
-            if isinstance(table, bytes):
-                table = self._macros[key] = wire.decode_macro_pairs(table)
-            if table:
-                value = table.get(name)
-                if value is None:
-                    value = table.get(alt)
-                if value is not None:
-                    return value
-        return ""
+        """Look ``name`` up like libmilter: this command's macros, then earlier commands'.
+
+        The visible macros are merged once per command (a MAIL looks up a dozen).
+        """
+        view = self._view
+        if view is None:
+            view = {}
+            for cmd in reversed(_MACRO_ORDER.get(self._current, b"C")):  # oldest first
+                key = bytes((cmd,))
+                table = self._macros.get(key)
+                if isinstance(table, bytes):
+                    table = self._macros[key] = wire.decode_macro_pairs(table)
+                if table:
+                    view.update(table)
+            self._view = view
+        value = view.get(name)
+        if value is None:
+            alt = name[1:-1] if name.startswith("{") and name.endswith("}") else "{" + name + "}"
+            value = view.get(alt)
+        return value or ""
 
     # -- packet handling
     def _check_idle(self) -> None:
@@ -243,6 +251,7 @@ class MilterProtocol(asyncio.Protocol):
         return self._handler
 
     def _dispatch(self, cmd: bytes, data: bytes) -> None:
+        self._view = None  # new macros or a new command: merge again when asked
         if cmd == wire.MACRO:
             if not data:
                 raise wire.WireError("empty MACRO")
@@ -306,6 +315,7 @@ class MilterProtocol(asyncio.Protocol):
         del data  # the MTA reuses this connection for a new SMTP session
         self._end_handler()
         self._macros.clear()
+        self._view = None
         self._failed = 0
 
     def _c_optneg(self, data: bytes) -> None:
@@ -338,6 +348,7 @@ class MilterProtocol(asyncio.Protocol):
             self._failed = 0
         for cmd in _MESSAGE_MACROS:
             self._macros.pop(bytes((cmd,)), None)
+        self._view = None
 
     def _call(self, fn: Callable[[], Rc | None]) -> Rc:
         """Run a synchronous handler step; an exception becomes a generic tempfail."""

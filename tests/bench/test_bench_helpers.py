@@ -359,6 +359,10 @@ def test_rohrpost_pipelines_render_and_load(cfg, tmp_path):
     assert [f["use"] for f in raw["filter"]] == list(cfg.filter_names())
     assert raw["dns"]["servers"] == ["127.0.0.1:5353"]
     assert raw["state"]["synchronous"] == "normal"  # like OpenDMARC's unsynced history file
+    # the job's headers only, as the reference tools add them
+    assert raw["pipeline"]["status_header"] is False
+    spam = "spamassassin" in cfg.filter_names()
+    assert raw["pipeline"]["spam_headers"] == ("always" if spam else "never")
     missing = [m for m in milters.rohrpost_missing(cfg) if m.startswith("filter")]
     if missing:
         pytest.skip(f"not in this checkout: {missing}")
