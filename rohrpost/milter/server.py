@@ -30,11 +30,14 @@ import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rohrpost.config import Config, ConfigError
-from rohrpost.milter.connection import MetricsSink, MilterApp, NoMetrics
-from rohrpost.milter.metricspipe import PipeReader, PipeSink
-from rohrpost.pipeline import Pipeline
+
+if TYPE_CHECKING:  # the supervising parent imports the pipeline and the engines only if needed
+    from rohrpost.milter.connection import MetricsSink, MilterApp
+    from rohrpost.milter.metricspipe import PipeReader
+    from rohrpost.pipeline import Pipeline
 
 log = logging.getLogger("rohrpost.milter")
 
@@ -153,6 +156,8 @@ def aio_worker_main(config: Config, sock: socket.socket, sink: MetricsSink,
     import asyncio
 
     from rohrpost.milter.aioengine import serve_forever
+    from rohrpost.milter.connection import MilterApp
+    from rohrpost.pipeline import Pipeline
     from rohrpost.services import make_services
 
     # a SIGTERM before the loop handles signals must still stop this worker cleanly
@@ -186,7 +191,9 @@ def worker_main(config: Config, timeout: float, sink: MetricsSink,
     public suffix list already loaded, shared copy-on-write); ``None`` builds it here.
     """
     from rohrpost.milter import adapter
+    from rohrpost.milter.connection import MilterApp
     from rohrpost.milter.loop import LoopThread
+    from rohrpost.pipeline import Pipeline
     from rohrpost.services import make_services
 
     # libmilter's signal thread sigwait()s for these; every other thread must block them,
@@ -231,6 +238,8 @@ def serve(config: Config, socket_spec: str, workers: int, metrics_addr: str = ""
     if workers == 1:
         check_in_child(config)
     else:
+        from rohrpost.pipeline import Pipeline
+
         pipeline = Pipeline.build(config)
     run_worker = _libmilter_worker(config, spec, name, pipeline) if engine == "libmilter" \
         else _asyncio_worker(config, spec, pipeline)
@@ -238,6 +247,8 @@ def serve(config: Config, socket_spec: str, workers: int, metrics_addr: str = ""
     stop_metrics: Callable[[], None] | None = None
     try:
         if workers <= 0:
+            from rohrpost.milter.connection import NoMetrics
+
             sink: MetricsSink = NoMetrics()
             if metrics_addr:
                 from rohrpost.metrics import Metrics, serve_metrics
@@ -269,6 +280,8 @@ def check_in_child(config: Config) -> None:
         code, report = 0, b""
         try:
             os.close(read_fd)
+            from rohrpost.pipeline import Pipeline
+
             Pipeline.build(config)
         except ConfigError as exc:
             code, report = 78, json.dumps([exc.file, exc.line, exc.key, exc.message,
@@ -332,6 +345,9 @@ def _supervise(workers: int, metrics_addr: str,
             try:
                 if read_fd >= 0:
                     os.close(read_fd)
+                from rohrpost.milter.connection import NoMetrics
+                from rohrpost.milter.metricspipe import PipeSink
+
                 sink = PipeSink(write_fd) if write_fd >= 0 else NoMetrics()
                 code = run_worker(sink)
             except BaseException:
@@ -369,6 +385,8 @@ def _supervise(workers: int, metrics_addr: str,
         from rohrpost.metrics import Metrics, serve_metrics
 
         # the parent keeps write_fd open: workers forked later (restarts) inherit it
+        from rohrpost.milter.metricspipe import PipeReader
+
         reader = PipeReader(read_fd, Metrics()).start()
         stop_metrics = serve_metrics(reader.metrics, *_host_port(metrics_addr))
     try:
