@@ -94,6 +94,17 @@ class Mta:
             replies.append(await self.reply_to(NR_RCPT))
         return replies
 
+    async def message(self, ip: str = "192.0.2.9", negotiate: bool = True,
+                      session: bool = True) -> tuple[bytes, bytes]:
+        """A whole plain transaction (a@example.org to b@example.net); the final reply."""
+        if negotiate:
+            await self.negotiate()
+        if session:
+            await self.session(ip)
+        await self.envelope("a@example.org", "b@example.net")
+        await self.content(HEADERS, b"x\r\n")
+        return (await self.until_final())[1]
+
     async def content(self, headers: list[tuple[str, bytes]], body: bytes,
                       on_eob: bytes = b"") -> None:
         await self.send(*(pkt(b"L", name.encode() + b"\0" + value + b"\0")
@@ -185,15 +196,9 @@ def test_reject_at_eom_sends_the_reply_code(aio_rig):
 
     async def run():
         async with engine(app) as connect:
-            mta = await connect()
-            await mta.negotiate()
-            await mta.session()
-            await mta.envelope("a@example.org", "b@example.net")
-            await mta.content(HEADERS, b"x\r\n")
-            return await mta.until_final()
+            return await (await connect()).message()
 
-    _mods, final = asyncio.run(run())
-    assert final == (b"y", b"550 5.7.1 100%% blocked\0")
+    assert asyncio.run(run()) == (b"y", b"550 5.7.1 100%% blocked\0")
 
 
 def test_rcpt_reject_refuses_that_recipient_only(aio_rig):
@@ -235,14 +240,9 @@ def test_stage_timeout_and_filter_crash_tempfail(aio_rig):
 
         async def run(app=app):
             async with engine(app) as connect:
-                mta = await connect()
-                await mta.negotiate()
-                await mta.session()
-                await mta.envelope("a@example.org", "b@example.net")
-                await mta.content(HEADERS, b"x\r\n")
-                return await mta.until_final()
+                return await (await connect()).message()
 
-        _mods, final = asyncio.run(run())
+        final = asyncio.run(run())
         assert final[0] == b"y" and final[1].startswith(b"451 4."), (check, final)
 
 
@@ -281,11 +281,7 @@ def test_quit_nc_starts_a_new_session_on_the_same_connection(aio_rig):
         async with engine(app) as connect:
             mta = await connect()
             for ip in ("192.0.2.1", "192.0.2.2"):
-                await mta.negotiate()
-                await mta.session(ip)
-                await mta.envelope("a@example.org", "b@example.net")
-                await mta.content(HEADERS, b"x\r\n")
-                assert (await mta.until_final())[1] == (b"c", b"")
+                assert await mta.message(ip) == (b"c", b"")
                 await mta.send(pkt(b"K"))
 
     asyncio.run(run())
@@ -306,14 +302,9 @@ def test_malformed_packet_closes_without_a_reply_and_the_server_goes_on(aio_rig,
             await bad.negotiate()
             await bad.send(garbage)
             assert await asyncio.wait_for(bad.reader.read(), 10) == b""  # closed, no reply
-            good = await connect()
-            await good.negotiate()
-            await good.session()
-            await good.envelope("a@example.org", "b@example.net")
-            await good.content(HEADERS, b"x\r\n")
-            return await good.until_final()
+            return await (await connect()).message()
 
-    assert asyncio.run(run())[1] == (b"c", b"")
+    assert asyncio.run(run()) == (b"c", b"")
 
 
 def test_mta_vanishing_mid_stage_cancels_it_and_the_server_goes_on(aio_rig):
@@ -337,14 +328,9 @@ def test_mta_vanishing_mid_stage_cancels_it_and_the_server_goes_on(aio_rig):
             while not calls:
                 await asyncio.sleep(0.01)
             gone.writer.close()
-            good = await connect()
-            await good.negotiate()
-            await good.session()
-            await good.envelope("a@example.org", "b@example.net")
-            await good.content(HEADERS, b"x\r\n")
-            return await good.until_final()
+            return await (await connect()).message()
 
-    assert asyncio.run(run())[1] == (b"c", b"")
+    assert asyncio.run(run()) == (b"c", b"")
     assert calls == ["192.0.2.66", "192.0.2.9"]
 
 
@@ -375,16 +361,11 @@ def test_a_failed_reply_less_command_tempfails_at_end_of_message(aio_rig, monkey
             mta = await connect()
             _v, _a, protocol = await mta.negotiate()
             assert protocol & NR_MAIL  # no MAIL filter: MAIL is reply-less
-            await mta.session()
-            await mta.envelope("a@example.org", "b@example.net")
-            await mta.content(HEADERS, b"x\r\n")
-            first = await mta.until_final()
+            first = await mta.message(negotiate=False)
             await mta.send(pkt(b"A"))  # the next message starts clean
             monkeypatch.undo()
-            await mta.envelope("a@example.org", "b@example.net")
-            await mta.content(HEADERS, b"x\r\n")
-            return first, await mta.until_final()
+            return first, await mta.message(negotiate=False, session=False)
 
-    (_m1, first), (_m2, second) = asyncio.run(run())
+    first, second = asyncio.run(run())
     assert first[0] == b"y" and first[1].startswith(b"451 4.7.1")
     assert second == (b"c", b"")
