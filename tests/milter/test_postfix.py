@@ -26,6 +26,7 @@ from rohrpost.envelope import Envelope
 from rohrpost.message import Message
 from tests.milter.postfix_helper import Catcher, MilterProcess, Postfix, free_port, send, wait_for
 from tests.milter.testfilters.probe_changes import parse
+from tests.support.contract import ARCHIVE_RULE, HEADER_RULES
 
 pytestmark = pytest.mark.integration
 
@@ -34,25 +35,7 @@ def test_environment_has_root_and_postfix() -> None:
     assert os.geteuid() == 0, "the Postfix tests run a throwaway Postfix and need root"
     assert shutil.which("postfix"), "Debian's postfix is missing: run scripts/install-deps.sh"
 
-RULES = """
-[[filter.rule]]
-name = "BLOCKED_SUBJECT"
-header = "Subject"
-regex = "(?i)buy now"
-action = "reject"
-message = "550 5.7.1 Blocked by local policy"
-[[filter.rule]]
-name = "NEWSLETTER"
-header = "List-Id"
-regex = "."
-score = 2.5
-add_header = {name="X-Newsletter", value="yes"}
-[[filter.rule]]
-name = "ARCHIVE"
-header = "X-Archive"
-regex = "."
-add_recipient = "archive@example.net"
-"""
+RULES = HEADER_RULES + ARCHIVE_RULE  # the issue's header rules (probe-rules: headers only)
 
 FILTERS = ["rules", "probe-rules"]
 ENGINES = ["asyncio", "libmilter"]

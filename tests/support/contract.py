@@ -1,13 +1,12 @@
 """The issue's pipeline.toml contract for the `rules` filter, shared by the tests of every mode.
 
-`RULES_CONTRACT` is the `[[filter]]` table exactly as issue 2 writes it; `ARCHIVE_RULE` adds a
-recipient-adding rule the Postfix tests use.
+`RULES_CONTRACT` is the `[[filter]]` table exactly as issue 2 writes it (its header rules
+`HEADER_RULES` and its envelope rule `ENVELOPE_RULE`); `ARCHIVE_RULE` adds a recipient-adding
+rule the Postfix tests use. The milter tests also run `HEADER_RULES` + `ARCHIVE_RULE` through
+their test-only `probe-rules`, which matches headers only.
 """
 
-RULES_CONTRACT = r'''
-[[filter]]
-use = "rules"
-
+HEADER_RULES = r'''
 [[filter.rule]]
 name = "BLOCKED_SUBJECT"
 header = "Subject"
@@ -21,17 +20,25 @@ header = "List-Id"
 regex = "."
 score = 2.5
 add_header = { name = "X-Newsletter", value = "yes" }
+'''
 
+ENVELOPE_RULE = r'''
 [[filter.rule]]
 name = "HOLD_FOR_REVIEW"
 envelope_from = "(?i)@partner\\.example$"
 action = "quarantine"
 '''
 
+RULES_CONTRACT = '''
+[[filter]]
+use = "rules"
+''' + HEADER_RULES + ENVELOPE_RULE
+
 ARCHIVE_RULE = '''
 [[filter.rule]]
 name = "ARCHIVE"
 header = "X-Archive"
+regex = "."
 add_recipient = "archive@example.net"
 '''
 
