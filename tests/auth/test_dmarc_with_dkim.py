@@ -12,7 +12,6 @@ from rohrpost.config import parse_config
 from rohrpost.envelope import Envelope
 from rohrpost.message import Message
 from rohrpost.pipeline import Pipeline
-from rohrpost.registry import available
 from rohrpost.result import Action
 from rohrpost.runner import process
 from tests.auth.helpers import make_resolver, make_services
@@ -20,8 +19,6 @@ from tests.support.dnsserver import TestDnsServer
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "dmarc-authheaders"
 
-pytestmark = pytest.mark.skipif("dkim-verify" not in available(),
-                                reason="dkim-verify filter not merged yet (branch auth-dkim)")
 
 
 @pytest.mark.parametrize(("name", "action", "dmarc"), [

@@ -91,6 +91,8 @@ def opendkim_testmsg(raw: bytes, records: dict[str, str], tmp: Path,
     a loopback address is bind-mounted over /etc/resolv.conf, and the test DNS server listens on
     that address, port 53 (we are root). Nothing outside the namespace changes.
     """
+    why = opendkim_usable()
+    assert not why, why  # make test installs opendkim-tools; never skipped
     resolv = tmp / "resolv.conf"
     resolv.write_text(f"nameserver {OPENDKIM_DNS_HOST}\noptions attempts:1 timeout:2\n")
     script = f"mount --bind {resolv} /etc/resolv.conf && exec opendkim-testmsg \"$@\""
@@ -118,6 +120,8 @@ def opendkim_sign(raw: bytes, tmp: Path, *, domain: str, selector: str, key: Pat
     honours SignatureAlgorithm (rsa-sha256, ed25519-sha256) and prints the header it would
     insert. Returns the message with that header on top.
     """
+    why = opendkim_usable()
+    assert not why, why  # make test installs opendkim-tools; never skipped
     conf = tmp / f"opendkim-{selector}.conf"
     conf.write_text(f"Mode s\nDomain {domain}\nSelector {selector}\nKeyFile {key}\n"
                     f"SignatureAlgorithm {algorithm}\nCanonicalization relaxed/relaxed\n"

@@ -27,7 +27,7 @@ from rohrpost.filters import _dkim_adapter as adapter
 from rohrpost.filters import _dkim_fast as fast
 
 from rohrpost.cli.dkimcmd import _rsa_pem
-from tests.dkim.dkimhelp import DKIMPY, NOW, opendkim_testmsg, opendkim_usable, read_linked
+from tests.dkim.dkimhelp import DKIMPY, NOW, opendkim_testmsg, read_linked
 
 # keys: the session's 2048-bit one (conftest), a 3072-bit one, dkimpy's 1024/2048-bit PKCS#1
 # and PKCS#8 test keys, and Ed25519 (PKCS#8 and dkimpy's bare seed)
@@ -160,7 +160,6 @@ OPENDKIM_CASES = {
 }
 
 
-@pytest.mark.skipif(bool(opendkim_usable()), reason=opendkim_usable() or "-")
 @pytest.mark.parametrize("case", sorted(OPENDKIM_CASES))  # +Date: opendkim-testmsg needs one
 @pytest.mark.parametrize("name", ["session-2048", "generated-3072", "test.private",
                                   "ed25519test.key"])

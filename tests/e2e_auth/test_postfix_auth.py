@@ -30,7 +30,7 @@ import dkim
 import pytest
 
 from rohrpost.message import Message
-from tests.dkim.dkimhelp import dkimpy_verify, opendkim_testmsg, opendkim_usable
+from tests.dkim.dkimhelp import dkimpy_verify, opendkim_testmsg
 from tests.support.daemons import (
     LOOPBACK,
     CaughtMessage,
@@ -184,8 +184,8 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    if os.geteuid() != 0 or not shutil.which("postfix") or not shutil.which("dovecot"):
-        pytest.skip("needs root, Postfix and Dovecot (scripts/install-deps.sh)")
+    assert os.geteuid() == 0 and shutil.which("postfix") and shutil.which("dovecot"), \
+        "needs root, Postfix and Dovecot (scripts/install-deps.sh)"
     tmp = daemon_dir("e2eauth")
     with contextlib.ExitStack() as stack:
         if os.environ.get("ROHRPOST_KEEP_DAEMON_DIRS") != "1":
@@ -333,7 +333,6 @@ def test_authenticated_submission_is_signed_rsa_and_ed25519(stack: Stack) -> Non
     assert method_results(our_results(msg))["auth"] == [f"pass smtp.auth={USER}"]
 
 
-@pytest.mark.skipif(bool(opendkim_usable()), reason=opendkim_usable() or "-")
 def test_authenticated_submission_verifies_with_opendkim(stack: Stack, tmp_path: Path) -> None:
     msgid = "<out-auth-odkim@example.org>"
     code, text = send_authenticated(stack.postfix.port, USER, ["bob@elsewhere.test"],
