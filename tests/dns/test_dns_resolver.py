@@ -19,20 +19,13 @@ from rohrpost.dns import (
     normalize_name,
     parse_server,
 )
+from tests.support.clock import FakeClock
 from tests.support.dnsserver import TestDnsServer
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1000.0)
 
 
 def make_resolver(server: TestDnsServer, clock: FakeClock | None = None, **kw: float) -> Resolver:

@@ -10,7 +10,6 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -24,6 +23,7 @@ from rohrpost.registry import load_filter_class
 from rohrpost.result import FilterResult
 from rohrpost.store import Store
 from rohrpost.store.memory import MemoryStore
+from tests.support.clock import FakeClock
 from tests.support.dnsserver import TestDnsServer
 
 
@@ -36,16 +36,6 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     asyncio.run(pyfuncitem.obj(**{name: pyfuncitem.funcargs[name] for name in names}))
     return True
 
-
-@dataclass
-class FakeClock:
-    now: float = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ import pytest
 
 from rohrpost.store import Store, open_store
 from rohrpost.store.memory import MemoryStore
+from tests.support.clock import FakeClock
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -110,16 +111,6 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
-@dataclass
-class FakeClock:
-    now: float = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
 
 @dataclass
 class Harness:
@@ -184,7 +175,7 @@ def shared_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[H
 
 
 def _harness(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> Iterator[Harness]:
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     if kind == "memory":
         memory = MemoryStore(clock=clock, prefix="rohrpost:")
         harness = Harness("memory", lambda: memory, clock, ttl=10.0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import rohrpost.store
 from rohrpost.store import Store, open_store
 from rohrpost.store.memory import MemoryStore
 from rohrpost.store.sqlite import SqliteStore
+from tests.support.clock import FakeClock
 
 
 def test_public_names() -> None:
@@ -71,14 +71,6 @@ def test_bad_config_raises_value_error(config: dict[str, object], message: str) 
         open_store(config, base_dir="/nonexistent")
 
 
-@dataclass
-class Clock:
-    now: float = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 _keys = st.sampled_from(["a", "b"])
 _ops = st.lists(
     st.one_of(
@@ -105,7 +97,7 @@ _ops = st.lists(
 )
 
 
-async def _apply(store: Store, clock: Clock, ops: list[tuple[object, ...]]) -> list[object]:
+async def _apply(store: Store, clock: FakeClock, ops: list[tuple[object, ...]]) -> list[object]:
     """Run ``ops`` on ``store``; ``now`` for windows is the fake clock plus an offset."""
     results: list[object] = []
     for op in ops:
@@ -132,7 +124,7 @@ def test_memory_and_sqlite_agree(ops: list[tuple[object, ...]]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
 
         async def run() -> tuple[list[object], list[object]]:
-            memory_clock, sqlite_clock = Clock(), Clock()
+            memory_clock, sqlite_clock = FakeClock(0.0), FakeClock(0.0)
             memory = MemoryStore(clock=memory_clock, prefix="p:")
             sqlite = SqliteStore(
                 f"{tmp}/s.sqlite3", clock=sqlite_clock, prefix="p:", synchronous="NORMAL"
