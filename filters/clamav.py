@@ -19,6 +19,7 @@ from rohrpost.options import OptionError
 from rohrpost.result import NOTHING, Action, FilterResult, Symbol, Verdict
 
 from ._clamd import DEFAULT_PORT, ClamdClient, ClamdLimitError
+from ._scanlimit import over_size
 from ._sockets import SocketAddress
 
 SYMBOL = "CLAM_VIRUS"
@@ -93,10 +94,8 @@ class ClamAV(Filter):
         message = mail.message
         if message is None:
             return NOTHING
-        if message.size > self.opts.max_size:
-            reason = f"{message.size} bytes > max_size {self.opts.max_size}: not scanned"
-            return FilterResult(symbols=[Symbol(SKIPPED_SIZE, 0.0, reason)],
-                                facts={"clamav.skipped": "size"})
+        if (skipped := over_size(message, self.opts.max_size, SKIPPED_SIZE, "clamav")) is not None:
+            return skipped
         try:
             result = await self.client.instream(message.without_from_line())
         except ClamdLimitError as exc:

@@ -25,6 +25,7 @@ from rohrpost.message import Message
 from rohrpost.options import OptionError
 from rohrpost.result import NOTHING, FilterResult, Symbol
 
+from ._scanlimit import over_size
 from ._sockets import SocketAddress
 from ._spamc import DEFAULT_PORT, SpamcClient, SpamdReply
 
@@ -89,10 +90,8 @@ class SpamAssassin(Filter):
         message = mail.message
         if message is None:
             return NOTHING
-        if message.size > self.opts.max_size:
-            reason = f"{message.size} bytes > max_size {self.opts.max_size}: not scanned"
-            return FilterResult(symbols=[Symbol(SKIPPED, 0.0, reason)],
-                                facts={"spamassassin.skipped": "size"})
+        if (skipped := over_size(message, self.opts.max_size, SKIPPED, "spamassassin")) is not None:
+            return skipped
         data = message.without_from_line()
         if self.opts.add_received:
             data = received_header(mail, ctx.hostname, message, ctx.now()) + data
