@@ -71,37 +71,36 @@ def kv_conf(items: Mapping[str, str | int | bool], sep: str = " ") -> str:
     return "\n".join(lines) + "\n"
 
 
+def _dkim_mode_items(mode: str, domain: str, selector: str,
+                     key: Path) -> dict[str, str | int | bool]:
+    """The keys OpenDKIM and dkimpy-milter share: sign loopback mail, or verify everyone's."""
+    if "s" in mode:
+        return {"Domain": domain, "Selector": selector, "KeyFile": str(key),
+                "InternalHosts": "127.0.0.0/8"}
+    return {"InternalHosts": NOBODY_NET}
+
+
 def opendkim_conf(d: Path, listen: Listen, mode: str, *, domain: str, selector: str,
                   key: Path) -> str:
     """opendkim.conf(5) for signing (``mode="s"``) or verifying (``"v"``)."""
-    items: dict[str, str | int | bool] = {
+    return kv_conf({
         "Socket": listen.milter, "Background": False, "Syslog": False,
         "PidFile": str(d / "opendkim.pid"), "Mode": mode, "AuthservID": AUTHSERV_ID,
         "Canonicalization": "relaxed/relaxed", "SignatureAlgorithm": "rsa-sha256",
         "RequireSafeKeys": False, "Nameservers": "127.0.0.1",
-    }
-    if "s" in mode:
-        items |= {"Domain": domain, "Selector": selector, "KeyFile": str(key),
-                  "InternalHosts": "127.0.0.0/8"}
-    else:
-        items |= {"InternalHosts": NOBODY_NET}
-    return kv_conf(items)
+        **_dkim_mode_items(mode, domain, selector, key),
+    })
 
 
 def dkimpy_milter_conf(d: Path, listen: Listen, mode: str, *, domain: str, selector: str,
                        key: Path) -> str:
     """dkimpy-milter.conf(5): OpenDKIM-style keys, run as root in the foreground."""
-    items: dict[str, str | int | bool] = {
+    return kv_conf({
         "Socket": listen.milter, "Syslog": False,
         "PidFile": str(d / "dkimpy-milter.pid"), "Mode": mode, "AuthservID": AUTHSERV_ID,
         "Canonicalization": "relaxed/relaxed", "UserID": "root",
-    }
-    if "s" in mode:
-        items |= {"Domain": domain, "Selector": selector, "KeyFile": str(key),
-                  "InternalHosts": "127.0.0.0/8"}
-    else:
-        items |= {"InternalHosts": NOBODY_NET}
-    return kv_conf(items)
+        **_dkim_mode_items(mode, domain, selector, key),
+    })
 
 
 def opendmarc_conf(d: Path, listen: Listen) -> str:
