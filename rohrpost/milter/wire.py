@@ -209,15 +209,11 @@ def decode_connect(data: bytes) -> Connect:
     return Connect(hostname, family, port, address if family in "46" else "")
 
 
-def decode_macros(data: bytes) -> tuple[bytes, dict[str, str]]:
-    """SMFIC_MACRO: the command they belong to, then name/value pairs."""
-    if not data:
-        raise WireError("empty MACRO")
-    return data[:1], decode_macro_pairs(data[1:])
-
-
 def decode_macro_pairs(data: bytes) -> dict[str, str]:
-    """The name/value pairs of a SMFIC_MACRO (after its command byte); a lone name is ""."""
+    """SMFIC_MACRO's name/value pairs (after its command byte); a lone name gets "".
+
+    The engine keeps each MACRO packet's bytes and decodes them on first lookup.
+    """
     parts = _cstrings(data)
     if len(parts) % 2:
         parts.append(b"")

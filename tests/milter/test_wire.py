@@ -58,7 +58,7 @@ def test_reader_waits_for_a_whole_packet():
     assert reader.next() == (b"L", b"Subject\0hi\0")
 
 
-DECODERS = [wire.decode_optneg, wire.decode_connect, wire.decode_macros, wire.decode_args,
+DECODERS = [wire.decode_optneg, wire.decode_connect, wire.decode_macro_pairs, wire.decode_args,
             wire.decode_helo, wire.decode_header]
 
 
@@ -87,8 +87,9 @@ def test_decode_connect_families():
 
 
 def test_decode_macros_args_header():
-    cmd, table = wire.decode_macros(b"Mi\0ABC123\0{auth_authen}\0alice\0")
-    assert cmd == b"M" and table == {"i": "ABC123", "{auth_authen}": "alice"}
+    table = wire.decode_macro_pairs(b"i\0ABC123\0{auth_authen}\0alice\0")
+    assert table == {"i": "ABC123", "{auth_authen}": "alice"}
+    assert wire.decode_macro_pairs(b"j\0") == {"j": ""}
     assert wire.decode_args(b"<a@example.org>\0SIZE=100\0BODY=8BITMIME\0") == (
         "<a@example.org>", ["SIZE=100", "BODY=8BITMIME"])
     name, value = wire.decode_header(b"Subject\0 caf\xc3\xa9 \xff\0")
