@@ -290,7 +290,8 @@ class MilterConnection:
             reason = outcome.verdict.reason or "quarantined"
             if self.config.quarantine.use_mta_hold and self.actions.can("QUARANTINE"):
                 apply_via_milter(self.actions, env.rcpts, outcome.changes,
-                                 hidden_headers=self._hidden)
+                                 hidden_headers=self._hidden,
+                                 header_names=[h.name for h in message.headers])
                 self.actions.quarantine(reason)
                 return Rc.ACCEPT
             held, held_env = apply_changes(message, env, outcome.changes)
@@ -299,7 +300,8 @@ class MilterConnection:
                 symbols=[s.name for s in outcome.symbols], subject=held.get("Subject"))
             log.info("%s quarantined as %s", env.queue_id or "-", qid)
             return Rc.DISCARD
-        apply_via_milter(self.actions, env.rcpts, outcome.changes, hidden_headers=self._hidden)
+        apply_via_milter(self.actions, env.rcpts, outcome.changes, hidden_headers=self._hidden,
+                         header_names=[h.name for h in message.headers])
         return Rc.CONTINUE
 
     def _finish_pending(self) -> None:

@@ -8,7 +8,7 @@ ones that fold and explicit folds, names repeat so occurrences matter.
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from rohrpost.apply import apply_changes
@@ -51,6 +51,12 @@ def app(rig):
 @settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(changes=changes_strategy, postfix=st.booleans())
+# found by this test: inserts at the top push Postfix's hidden Received down, so a later
+# insert at index 1 must land above it, not below (rohrpost.milter.mchanges._Inserts)
+@example(changes=[InsertHeader(0, "Subject", "; ;"), InsertHeader(0, "Subject", ";"),
+                  InsertHeader(1, "Subject", ";")], postfix=True)
+@example(changes=[InsertHeader(0, "X-A", "a"), ChangeHeader("X-A", 1, None),
+                  InsertHeader(1, "X-B", "b")], postfix=True)
 def test_milter_and_bytes_agree(app, changes, postfix):
     rig, flt, built = app
 
